@@ -1,0 +1,246 @@
+//! The engine handle and its shared state.
+//!
+//! State is split into concurrent maps (tasks, token records, handles, sessions,
+//! resume entries) so that every lookup is O(1) and no lock is ever held across an
+//! `.await` or for work that grows with history: each critical section touches one
+//! entry and is a few field updates long. Contention therefore never surfaces as
+//! an error.
+
+use crate::config::EngineConfig;
+use crate::events::{Event, EventBus};
+use crate::gate::RoleVerbGate;
+use crate::ids::{SessionId, TaskId};
+use crate::layers::LayerRegistry;
+use crate::output::{ContentRef, OutputEvent};
+use crate::registry::Registries;
+use crate::state::{OperatorSession, TaskStatus};
+use crate::token::{CapToken, TokenSigner};
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Unix seconds.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Output of one attempt.
+pub(crate) struct AttemptOutput {
+    pub attempt: u32,
+    pub events: Vec<Arc<OutputEvent>>,
+    pub dropped: u64,
+    pub last_final: Option<(ContentRef, bool)>,
+}
+
+pub(crate) struct TaskInner {
+    pub agent: Arc<str>,
+    pub directive: Arc<str>,
+    pub status: TaskStatus,
+    pub attempt: u32,
+    pub suspended_on: Option<String>,
+    pub last_result: Option<Arc<Value>>,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub spawn_depth: u32,
+    /// Nonce of the token that created the task (workers may only dispatch their own).
+    pub creator_nonce: String,
+    pub prompts: Vec<(u32, Arc<str>)>,
+    pub systems: Vec<(u32, Option<Arc<str>>)>,
+    pub outputs: Vec<AttemptOutput>,
+    /// Credentials of the current attempt, revoked when the task ends.
+    pub worker_nonce: Option<String>,
+    pub worker_handle: Option<crate::ids::WorkerHandle>,
+    /// Every worker token minted for this task, removed on reclamation.
+    pub minted_nonces: Vec<String>,
+}
+
+impl TaskInner {
+    pub fn output_mut(&mut self, attempt: u32) -> &mut AttemptOutput {
+        if let Some(i) = self.outputs.iter().position(|o| o.attempt == attempt) {
+            return &mut self.outputs[i];
+        }
+        self.outputs.push(AttemptOutput {
+            attempt,
+            events: Vec::new(),
+            dropped: 0,
+            last_final: None,
+        });
+        self.outputs.last_mut().expect("just pushed")
+    }
+
+    pub fn output(&self, attempt: u32) -> Option<&AttemptOutput> {
+        self.outputs.iter().find(|o| o.attempt == attempt)
+    }
+}
+
+pub(crate) struct TaskEntry {
+    pub id: TaskId,
+    pub inner: Mutex<TaskInner>,
+    /// Bumped on every status change; pollers subscribe before checking.
+    pub changed: watch::Sender<u64>,
+    /// Fires when the task is cancelled; running workers are dropped.
+    pub cancel: CancellationToken,
+}
+
+impl TaskEntry {
+    pub fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+pub(crate) struct TokenRecord {
+    pub token: Arc<CapToken>,
+    /// Remaining uses; negative = unlimited.
+    pub uses_left: AtomicI64,
+    pub revoked: AtomicBool,
+    pub task: Option<TaskId>,
+    pub attempt: u32,
+}
+
+pub(crate) struct HandleRecord {
+    pub nonce: String,
+    pub task: TaskId,
+    pub attempt: u32,
+    pub expire_at: u64,
+}
+
+pub(crate) struct ResumeEntry {
+    pub task: TaskId,
+    pub answer: Mutex<Option<Value>>,
+    pub answered: watch::Sender<bool>,
+}
+
+pub(crate) struct EngineInner {
+    pub cfg: EngineConfig,
+    pub signer: TokenSigner,
+    pub gate: RoleVerbGate,
+    pub tasks: DashMap<TaskId, Arc<TaskEntry>>,
+    pub tokens: DashMap<String, Arc<TokenRecord>>,
+    pub handles: DashMap<String, HandleRecord>,
+    pub sessions: DashMap<SessionId, Mutex<OperatorSession>>,
+    pub session_by_nonce: DashMap<String, SessionId>,
+    pub resumes: DashMap<String, Arc<ResumeEntry>>,
+    pub resources: DashMap<String, Value>,
+    pub events: EventBus,
+    pub registries: Registries,
+    pub layers: LayerRegistry,
+    /// Terminal tasks in the order they ended, for retention.
+    pub finished: Mutex<VecDeque<(Instant, TaskId)>>,
+    /// Unbound (session) tokens by expiry, for reclamation.
+    pub session_expiry: Mutex<BinaryHeap<Reverse<(u64, String)>>>,
+}
+
+/// The long-running engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<EngineInner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+/// Counts of live engine state, for diagnostics and leak checks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EngineStats {
+    pub tasks: usize,
+    pub tokens: usize,
+    pub handles: usize,
+    pub sessions: usize,
+    pub resumes: usize,
+    pub retained_terminal_tasks: usize,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Self {
+        Self::with_gate(cfg, RoleVerbGate::default())
+    }
+
+    /// An engine with a custom role x verb table.
+    pub fn with_gate(cfg: EngineConfig, gate: RoleVerbGate) -> Self {
+        let signer = match &cfg.token_secret {
+            Some(s) => TokenSigner::new(s.clone()),
+            None => TokenSigner::random(),
+        };
+        let events = EventBus::new(cfg.event_tail_max, cfg.event_channel_capacity);
+        Self {
+            inner: Arc::new(EngineInner {
+                signer,
+                gate,
+                tasks: DashMap::new(),
+                tokens: DashMap::new(),
+                handles: DashMap::new(),
+                sessions: DashMap::new(),
+                session_by_nonce: DashMap::new(),
+                resumes: DashMap::new(),
+                resources: DashMap::new(),
+                events,
+                registries: Registries::default(),
+                layers: LayerRegistry::default(),
+                finished: Mutex::new(VecDeque::new()),
+                session_expiry: Mutex::new(BinaryHeap::new()),
+                cfg,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.cfg
+    }
+
+    pub fn signer(&self) -> &TokenSigner {
+        &self.inner.signer
+    }
+
+    pub fn registries(&self) -> &Registries {
+        &self.inner.registries
+    }
+
+    pub fn layers(&self) -> &LayerRegistry {
+        &self.inner.layers
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    pub fn event_tail(&self) -> Vec<Event> {
+        self.inner.events.tail()
+    }
+
+    pub(crate) fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    pub(crate) fn task_entry(&self, tid: &TaskId) -> Option<Arc<TaskEntry>> {
+        self.inner.tasks.get(tid).map(|e| e.value().clone())
+    }
+
+    /// Server-side resource for `fetch_data`.
+    pub fn set_resource(&self, key: &str, value: Value) {
+        self.inner.resources.insert(key.to_string(), value);
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            tasks: self.inner.tasks.len(),
+            tokens: self.inner.tokens.len(),
+            handles: self.inner.handles.len(),
+            sessions: self.inner.sessions.len(),
+            resumes: self.inner.resumes.len(),
+            retained_terminal_tasks: self.inner.finished.lock().len(),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Sandboxed Lua workers (in progress).

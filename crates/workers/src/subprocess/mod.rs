@@ -1,0 +1,1 @@
+//! Subprocess workers (in progress).
