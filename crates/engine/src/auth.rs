@@ -107,6 +107,15 @@ impl Engine {
         token
     }
 
+    /// Mint and record an unbound token (e.g. a one-time or limited-use token).
+    pub fn mint_token(&self, agent_id: &str, role: Role, ttl_secs: u64, max_uses: Option<u32>) -> Arc<CapToken> {
+        let token = self
+            .inner
+            .signer
+            .mint(agent_id, role, vec!["*".into()], ttl_secs, max_uses, now_unix());
+        self.store_token(token, None, 0)
+    }
+
     /// Mint the worker token and handle of one attempt.
     pub(crate) fn mint_worker_credentials(
         &self,
