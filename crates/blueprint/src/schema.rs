@@ -220,7 +220,10 @@ impl FromStr for OperatorKind {
 
 /// A string that is not one of an enumeration's wire values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown variant `{value}`, expected one of {}", fmt_expected(expected))]
+#[error(
+    "unknown variant `{value}`, expected one of {}",
+    fmt_expected(expected)
+)]
 pub struct UnknownVariant {
     /// The rejected input.
     pub value: String,

@@ -447,7 +447,8 @@ mod canonical {
             Ok(())
         }
         fn end(mut self) -> Result<String, Error> {
-            self.entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            self.entries
+                .sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
             object(&self.entries)
         }
     }

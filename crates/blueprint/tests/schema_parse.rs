@@ -83,7 +83,10 @@ fn full() -> Value {
 }
 
 fn assert_names(e: &str, needle: &str) {
-    assert!(e.contains(needle), "error {e:?} does not contain {needle:?}");
+    assert!(
+        e.contains(needle),
+        "error {e:?} does not contain {needle:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -415,7 +418,9 @@ fn unknown_keys_rejected_at_every_level() {
             "expected one of `name`, `display_name`, `kind`, `spec`, `profile`, `meta`",
         ),
         (
-            doc(json!({"operators": [{"name": "r", "profile": {"system_prompt": "", "bogus": 1}}]})),
+            doc(
+                json!({"operators": [{"name": "r", "profile": {"system_prompt": "", "bogus": 1}}]}),
+            ),
             "`version_hash`",
         ),
         (
@@ -572,7 +577,10 @@ fn free_form_fields_accept_anything_and_default_to_null() {
 fn origin_variants_and_extra_keys_ignored() {
     let origin = |o: Value| ok(doc(json!({"metadata": {"origin": o}}))).metadata.origin;
     assert_eq!(origin(json!({"kind": "inline"})), BlueprintOrigin::Inline);
-    assert_eq!(origin(json!({"kind": "inline", "x": 1})), BlueprintOrigin::Inline);
+    assert_eq!(
+        origin(json!({"kind": "inline", "x": 1})),
+        BlueprintOrigin::Inline
+    );
     assert_eq!(
         origin(json!({"kind": "file", "path": "a/b.yaml", "mtime": 5})),
         BlueprintOrigin::File {
@@ -589,7 +597,10 @@ fn origin_variants_and_extra_keys_ignored() {
     let bp = ok(doc(
         json!({"metadata": {"origin": {"kind": "inline", "x": 1}}}),
     ));
-    assert_eq!(bp.to_value()["metadata"]["origin"], json!({"kind": "inline"}));
+    assert_eq!(
+        bp.to_value()["metadata"]["origin"],
+        json!({"kind": "inline"})
+    );
     assert_eq!(
         serde_json::to_string(&BlueprintOrigin::Algo {
             session_id: "S".into()
@@ -633,7 +644,13 @@ fn schema_version_must_be_semver() {
         assert_names(&e, &format!("{bad:?}"));
     }
     assert_names(&err(doc(json!({"schema_version": 1}))), "invalid type");
-    for good in ["9.9.9-beta+b", "0.1.0", "0.2.0", "10.20.30-rc.1", "1.0.0+build.5"] {
+    for good in [
+        "9.9.9-beta+b",
+        "0.1.0",
+        "0.2.0",
+        "10.20.30-rc.1",
+        "1.0.0+build.5",
+    ] {
         let bp = ok(doc(json!({ "schema_version": good })));
         assert_eq!(bp.schema_version, good, "kept verbatim");
         assert_eq!(bp.to_value()["schema_version"], json!(good));
@@ -653,7 +670,9 @@ fn agent_kind_wire_values() {
         ("subprocess", AgentKind::Subprocess),
         ("operator", AgentKind::Operator),
     ] {
-        let bp = ok(doc(json!({"agents": [{"name": "a", "kind": wire}], "default_agent_kind": wire})));
+        let bp = ok(doc(
+            json!({"agents": [{"name": "a", "kind": wire}], "default_agent_kind": wire}),
+        ));
         assert_eq!(bp.agents[0].kind, kind);
         assert_eq!(bp.default_agent_kind, kind);
         assert_eq!(serde_json::to_value(kind).unwrap(), json!(wire));
@@ -667,7 +686,16 @@ fn agent_kind_wire_values() {
 
 #[test]
 fn unknown_or_miscased_agent_kind_rejected() {
-    for bad in ["Lua", "LUA", "rustFn", "RustFn", "rust-fn", "python", "", "operator "] {
+    for bad in [
+        "Lua",
+        "LUA",
+        "rustFn",
+        "RustFn",
+        "rust-fn",
+        "python",
+        "",
+        "operator ",
+    ] {
         let e = err(doc(json!({"agents": [{"name": "a", "kind": bad}]})));
         assert_names(&e, &format!("unknown variant `{bad}`"));
         assert_names(
@@ -675,7 +703,10 @@ fn unknown_or_miscased_agent_kind_rejected() {
             "expected one of `lua`, `rust_fn`, `agent_block`, `subprocess`, `operator`",
         );
         assert!(bad.parse::<AgentKind>().is_err());
-        assert_names(&err(doc(json!({ "default_agent_kind": bad }))), "unknown variant");
+        assert_names(
+            &err(doc(json!({ "default_agent_kind": bad }))),
+            "unknown variant",
+        );
     }
     assert_names(
         &err(doc(json!({"agents": [{"name": "a", "kind": 1}]}))),
@@ -707,7 +738,9 @@ fn operator_kind_wire_values_and_default() {
         assert_eq!(wire.parse::<OperatorKind>().unwrap(), kind);
         assert_eq!(kind.to_string(), wire);
     }
-    for bad in ["Main_AI", "MainAi", "mainai", "Automate", "AUTOMATE", "manual", ""] {
+    for bad in [
+        "Main_AI", "MainAi", "mainai", "Automate", "AUTOMATE", "manual", "",
+    ] {
         let e = err(doc(json!({ "default_operator_kind": bad })));
         assert_names(&e, &format!("unknown variant `{bad}`"));
         assert_names(&e, "expected one of `main_ai`, `automate`, `composite`");

@@ -73,10 +73,19 @@ fn spaced(v: &Value) -> String {
 #[test]
 fn canonical_bytes_of_the_spec_vectors() {
     let bp1 = Blueprint::from_json(VECTOR_1.as_bytes()).unwrap();
-    assert_eq!(String::from_utf8(canonical_bytes(&bp1)).unwrap(), CANONICAL_1);
+    assert_eq!(
+        String::from_utf8(canonical_bytes(&bp1)).unwrap(),
+        CANONICAL_1
+    );
     let bp2 = Blueprint::from_json(VECTOR_2.as_bytes()).unwrap();
-    assert_eq!(String::from_utf8(canonical_bytes(&bp2)).unwrap(), CANONICAL_2);
-    assert_eq!(BlueprintVersion::canonical_bytes(&bp2), canonical_bytes(&bp2));
+    assert_eq!(
+        String::from_utf8(canonical_bytes(&bp2)).unwrap(),
+        CANONICAL_2
+    );
+    assert_eq!(
+        BlueprintVersion::canonical_bytes(&bp2),
+        canonical_bytes(&bp2)
+    );
 }
 
 #[test]
@@ -290,46 +299,145 @@ fn any_content_change_changes_the_version() {
     let base = full();
     let base_version = version_of(&base);
     let edits: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
-        ("flow literal", Box::new(|v| v["flow"]["children"][0]["in"]["value"]["s"] = json!("y"))),
-        ("flow literal int→float", Box::new(|v| v["flow"]["children"][0]["in"]["value"]["n"] = json!(1.0))),
-        ("flow ref", Box::new(|v| v["flow"]["children"][0]["ref"] = json!("b"))),
-        ("try err_at", Box::new(|v| v["flow"]["children"][1]["err_at"] = json!({"op": "path", "at": "$.e"}))),
-        ("child order", Box::new(|v| {
-            let c = v["flow"]["children"].as_array_mut().unwrap();
-            c.swap(0, 1);
-        })),
-        ("spec int→float", Box::new(|v| v["agents"][0]["spec"]["n"] = json!(1.0))),
-        ("spec int→string", Box::new(|v| v["agents"][0]["spec"]["n"] = json!("1"))),
-        ("agent order", Box::new(|v| v["agents"].as_array_mut().unwrap().swap(0, 1))),
-        ("agent kind", Box::new(|v| v["agents"][1]["kind"] = json!("rust_fn"))),
-        ("system prompt", Box::new(|v| v["agents"][0]["profile"]["system_prompt"] = json!("hi "))),
-        ("profile model", Box::new(|v| v["agents"][0]["profile"]["model"] = Value::Null)),
-        ("profile removed", Box::new(|v| v["agents"][0]["profile"] = Value::Null)),
-        ("empty profile vs null", Box::new(|v| v["agents"][1]["profile"] = json!({}))),
-        ("meta tag", Box::new(|v| v["agents"][0]["meta"]["tags"] = json!(["t2"]))),
-        ("operator kind", Box::new(|v| v["operators"][0]["kind"] = json!("automate"))),
-        ("operator display", Box::new(|v| v["operators"][0]["display_name"] = json!("main"))),
-        ("per_agent value", Box::new(|v| v["hints"]["per_agent"]["a"] = json!(3))),
-        ("per_agent key", Box::new(|v| {
-            let pa = v["hints"]["per_agent"].as_object_mut().unwrap();
-            let x = pa.remove("a").unwrap();
-            pa.insert("c".into(), x);
-        })),
-        ("global", Box::new(|v| v["hints"]["global"] = json!([false]))),
-        ("strategy", Box::new(|v| v["strategy"]["strict_kind"] = json!(false))),
-        ("description", Box::new(|v| v["metadata"]["description"] = json!("desc."))),
-        ("description null", Box::new(|v| v["metadata"]["description"] = Value::Null)),
-        ("origin", Box::new(|v| v["metadata"]["origin"] = json!({"kind": "inline"}))),
-        ("tags order", Box::new(|v| v["metadata"]["tags"] = json!(["t", "u"]))),
-        ("version_label", Box::new(|v| v["metadata"]["version_label"] = json!("1.0.1"))),
-        ("version_label removed", Box::new(|v| v["metadata"]["version_label"] = Value::Null)),
-        ("alias", Box::new(|v| v["metadata"]["project_name_alias"] = Value::Null)),
-        ("ttl", Box::new(|v| v["metadata"]["default_run_ttl_secs"] = json!(61))),
-        ("layers", Box::new(|v| v["spawner_hints"]["layers"] = json!(["main_ai", "main_ai"]))),
-        ("default_agent_kind", Box::new(|v| v["default_agent_kind"] = json!("operator"))),
-        ("default_operator_kind", Box::new(|v| v["default_operator_kind"] = json!("automate"))),
-        ("default_operator_kind removed", Box::new(|v| v["default_operator_kind"] = Value::Null)),
-        ("schema_version", Box::new(|v| v["schema_version"] = json!("1.2.4"))),
+        (
+            "flow literal",
+            Box::new(|v| v["flow"]["children"][0]["in"]["value"]["s"] = json!("y")),
+        ),
+        (
+            "flow literal int→float",
+            Box::new(|v| v["flow"]["children"][0]["in"]["value"]["n"] = json!(1.0)),
+        ),
+        (
+            "flow ref",
+            Box::new(|v| v["flow"]["children"][0]["ref"] = json!("b")),
+        ),
+        (
+            "try err_at",
+            Box::new(|v| v["flow"]["children"][1]["err_at"] = json!({"op": "path", "at": "$.e"})),
+        ),
+        (
+            "child order",
+            Box::new(|v| {
+                let c = v["flow"]["children"].as_array_mut().unwrap();
+                c.swap(0, 1);
+            }),
+        ),
+        (
+            "spec int→float",
+            Box::new(|v| v["agents"][0]["spec"]["n"] = json!(1.0)),
+        ),
+        (
+            "spec int→string",
+            Box::new(|v| v["agents"][0]["spec"]["n"] = json!("1")),
+        ),
+        (
+            "agent order",
+            Box::new(|v| v["agents"].as_array_mut().unwrap().swap(0, 1)),
+        ),
+        (
+            "agent kind",
+            Box::new(|v| v["agents"][1]["kind"] = json!("rust_fn")),
+        ),
+        (
+            "system prompt",
+            Box::new(|v| v["agents"][0]["profile"]["system_prompt"] = json!("hi ")),
+        ),
+        (
+            "profile model",
+            Box::new(|v| v["agents"][0]["profile"]["model"] = Value::Null),
+        ),
+        (
+            "profile removed",
+            Box::new(|v| v["agents"][0]["profile"] = Value::Null),
+        ),
+        (
+            "empty profile vs null",
+            Box::new(|v| v["agents"][1]["profile"] = json!({})),
+        ),
+        (
+            "meta tag",
+            Box::new(|v| v["agents"][0]["meta"]["tags"] = json!(["t2"])),
+        ),
+        (
+            "operator kind",
+            Box::new(|v| v["operators"][0]["kind"] = json!("automate")),
+        ),
+        (
+            "operator display",
+            Box::new(|v| v["operators"][0]["display_name"] = json!("main")),
+        ),
+        (
+            "per_agent value",
+            Box::new(|v| v["hints"]["per_agent"]["a"] = json!(3)),
+        ),
+        (
+            "per_agent key",
+            Box::new(|v| {
+                let pa = v["hints"]["per_agent"].as_object_mut().unwrap();
+                let x = pa.remove("a").unwrap();
+                pa.insert("c".into(), x);
+            }),
+        ),
+        (
+            "global",
+            Box::new(|v| v["hints"]["global"] = json!([false])),
+        ),
+        (
+            "strategy",
+            Box::new(|v| v["strategy"]["strict_kind"] = json!(false)),
+        ),
+        (
+            "description",
+            Box::new(|v| v["metadata"]["description"] = json!("desc.")),
+        ),
+        (
+            "description null",
+            Box::new(|v| v["metadata"]["description"] = Value::Null),
+        ),
+        (
+            "origin",
+            Box::new(|v| v["metadata"]["origin"] = json!({"kind": "inline"})),
+        ),
+        (
+            "tags order",
+            Box::new(|v| v["metadata"]["tags"] = json!(["t", "u"])),
+        ),
+        (
+            "version_label",
+            Box::new(|v| v["metadata"]["version_label"] = json!("1.0.1")),
+        ),
+        (
+            "version_label removed",
+            Box::new(|v| v["metadata"]["version_label"] = Value::Null),
+        ),
+        (
+            "alias",
+            Box::new(|v| v["metadata"]["project_name_alias"] = Value::Null),
+        ),
+        (
+            "ttl",
+            Box::new(|v| v["metadata"]["default_run_ttl_secs"] = json!(61)),
+        ),
+        (
+            "layers",
+            Box::new(|v| v["spawner_hints"]["layers"] = json!(["main_ai", "main_ai"])),
+        ),
+        (
+            "default_agent_kind",
+            Box::new(|v| v["default_agent_kind"] = json!("operator")),
+        ),
+        (
+            "default_operator_kind",
+            Box::new(|v| v["default_operator_kind"] = json!("automate")),
+        ),
+        (
+            "default_operator_kind removed",
+            Box::new(|v| v["default_operator_kind"] = Value::Null),
+        ),
+        (
+            "schema_version",
+            Box::new(|v| v["schema_version"] = json!("1.2.4")),
+        ),
         ("id", Box::new(|v| v["id"] = json!("full2"))),
     ];
     let mut seen = HashSet::new();
@@ -426,7 +534,10 @@ fn json_schema_export() {
     // Valid JSON that survives a text round trip.
     let text = serde_json::to_string(&schema).unwrap();
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), schema);
-    assert!(schema["$schema"].as_str().unwrap().contains("json-schema.org"));
+    assert!(schema["$schema"]
+        .as_str()
+        .unwrap()
+        .contains("json-schema.org"));
     assert_eq!(schema["type"], json!("object"));
     assert_eq!(schema["additionalProperties"], json!(false));
     let props = schema["properties"].as_object().unwrap();
@@ -492,6 +603,8 @@ fn json_schema_export() {
         .collect();
     agent_required.sort_unstable();
     assert_eq!(agent_required, vec!["kind", "name"]);
-    assert!(defs["BlueprintOrigin"].get("additionalProperties").is_none());
+    assert!(defs["BlueprintOrigin"]
+        .get("additionalProperties")
+        .is_none());
     assert_eq!(props["schema_version"]["default"], json!("0.1.0"));
 }

@@ -44,3 +44,143 @@ impl LayerRegistry {
         s
     }
 }
+
+/// Built-in middleware. Hint keys: `main_ai`, `senior_escalation`,
+/// `operator_delegate`; base layer: [`AuditLayer`].
+pub mod builtin {
+    use crate::events::Event;
+    use crate::registry::OperatorKind;
+    use crate::spawn::{SpawnCtx, SpawnError, Spawner, SpawnerLayer};
+    use serde_json::{json, Value};
+    use std::sync::Arc;
+
+    macro_rules! layer {
+        ($layer:ident, $spawner:ident) => {
+            impl SpawnerLayer for $layer {
+                fn wrap(&self, inner: Arc<dyn Spawner>) -> Arc<dyn Spawner> {
+                    Arc::new($spawner { inner })
+                }
+            }
+            struct $spawner {
+                inner: Arc<dyn Spawner>,
+            }
+        };
+    }
+
+    /// Records `task_attempt_started` before every spawn.
+    pub struct AuditLayer;
+    layer!(AuditLayer, Audited);
+
+    #[async_trait::async_trait]
+    impl Spawner for Audited {
+        async fn spawn(&self, ctx: &SpawnCtx) -> Result<(), SpawnError> {
+            ctx.engine.events().record(Event::TaskAttemptStarted {
+                task_id: ctx.task_id.clone(),
+                attempt: ctx.attempt,
+            });
+            self.inner.spawn(ctx).await
+        }
+    }
+
+    /// `main_ai`: asks the session's spawn hook before the spawn (it may veto)
+    /// and tells it the outcome, for agents whose kind is `main_ai`/`composite`.
+    pub struct MainAiLayer;
+    layer!(MainAiLayer, MainAi);
+
+    #[async_trait::async_trait]
+    impl Spawner for MainAi {
+        async fn spawn(&self, ctx: &SpawnCtx) -> Result<(), SpawnError> {
+            let gated = matches!(ctx.operator.kind, OperatorKind::MainAi | OperatorKind::Composite);
+            let Some(hook) = ctx.operator.hook.clone().filter(|_| gated) else {
+                return self.inner.spawn(ctx).await;
+            };
+            hook.before(ctx).await.map_err(SpawnError::rejected)?;
+            let result = self.inner.spawn(ctx).await;
+            let seen = match &result {
+                Ok(()) => ctx.last_final().map(|(v, _)| v).unwrap_or(Value::Null),
+                Err(e) => Value::String(e.0.clone()),
+            };
+            hook.after(ctx, &seen).await;
+            result
+        }
+    }
+
+    /// `senior_escalation`: a worker that finished with `ok:false` is escalated
+    /// to the session's senior bridge; its answer turns the attempt into a pass
+    /// with value `{"original": <value>, "senior_answer": <answer>}`.
+    pub struct SeniorEscalationLayer;
+    layer!(SeniorEscalationLayer, SeniorEscalation);
+
+    #[async_trait::async_trait]
+    impl Spawner for SeniorEscalation {
+        async fn spawn(&self, ctx: &SpawnCtx) -> Result<(), SpawnError> {
+            self.inner.spawn(ctx).await?;
+            let Some(bridge) = ctx.operator.bridge.clone() else {
+                return Ok(());
+            };
+            if let Some((value, false)) = ctx.last_final() {
+                let question = json!({"reason": "worker reported ok=false", "value": value});
+                // A bridge failure leaves the attempt blocked.
+                if let Ok(answer) = bridge.ask(&ctx.task_id, question).await {
+                    ctx.finish(json!({"original": value, "senior_answer": answer}), true);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// `operator_delegate`: when the session carries an operator backend, the
+    /// whole spawn goes to it (no system prompt), whatever the agent's kind.
+    pub struct OperatorDelegateLayer;
+    layer!(OperatorDelegateLayer, OperatorDelegate);
+
+    #[async_trait::async_trait]
+    impl Spawner for OperatorDelegate {
+        async fn spawn(&self, ctx: &SpawnCtx) -> Result<(), SpawnError> {
+            let Some(backend) = ctx.operator.backend.clone() else {
+                return self.inner.spawn(ctx).await;
+            };
+            let (value, ok) = backend
+                .execute(ctx, None, &ctx.prompt)
+                .await
+                .map_err(SpawnError::other)?;
+            if !ctx.has_final() {
+                ctx.finish(value, ok);
+            }
+            Ok(())
+        }
+    }
+
+    /// Puts `project_name_alias` into `meta.runtime` of every spawn.
+    pub struct ProjectAliasLayer(pub String);
+
+    impl SpawnerLayer for ProjectAliasLayer {
+        fn wrap(&self, inner: Arc<dyn Spawner>) -> Arc<dyn Spawner> {
+            Arc::new(ProjectAlias {
+                inner,
+                alias: Value::String(self.0.clone()),
+            })
+        }
+    }
+
+    struct ProjectAlias {
+        inner: Arc<dyn Spawner>,
+        alias: Value,
+    }
+
+    #[async_trait::async_trait]
+    impl Spawner for ProjectAlias {
+        async fn spawn(&self, ctx: &SpawnCtx) -> Result<(), SpawnError> {
+            let mut ctx = ctx.clone();
+            Arc::make_mut(&mut ctx.runtime_meta).insert("project_name_alias".into(), self.alias.clone());
+            self.inner.spawn(&ctx).await
+        }
+    }
+
+    /// Register the hint layers under their reference keys.
+    pub fn register_defaults(reg: &super::LayerRegistry) {
+        reg.register("main_ai", Arc::new(MainAiLayer));
+        reg.register("senior_escalation", Arc::new(SeniorEscalationLayer));
+        reg.register("operator_delegate", Arc::new(OperatorDelegateLayer));
+    }
+}

@@ -67,6 +67,11 @@ impl SpawnCtx {
         self.engine.has_final(&self.task_id, self.attempt)
     }
 
+    /// The last `final` of this attempt as `(value, ok)`.
+    pub fn last_final(&self) -> Option<(Value, bool)> {
+        self.engine.last_final_of(&self.task_id, self.attempt)
+    }
+
     /// Store the rendered system prompt returned by the worker payload fetch.
     pub fn bake_system_prompt(&self, system: Option<String>) {
         self.engine

@@ -281,6 +281,13 @@ impl Engine {
         })
     }
 
+    /// The last `final` of (task, attempt) as `(value, ok)`.
+    pub fn last_final_of(&self, tid: &TaskId, attempt: u32) -> Option<(Value, bool)> {
+        let e = self.task_entry(tid)?;
+        let (content, ok) = self.last_final(&e, attempt)?;
+        Some((content.into_result_value(), ok))
+    }
+
     pub(crate) fn last_final(&self, e: &TaskEntry, attempt: u32) -> Option<(ContentRef, bool)> {
         e.inner
             .lock()

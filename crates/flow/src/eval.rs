@@ -147,10 +147,7 @@ impl Evaluator<'_> {
                 body,
                 join,
                 out,
-            } => {
-                self.fanout(items, bind, body, *join, out, ctx, depth)
-                    .await
-            }
+            } => self.fanout(items, bind, body, *join, out, ctx, depth).await,
         }
     }
 

@@ -92,9 +92,9 @@ pub(crate) fn eval<'a>(expr: &'a Expr, ctx: &'a Value) -> Result<Cow<'a, Value>,
 /// A JSON number as f64, or the `expected number` error for `op_ref`.
 fn number(v: &Value, op_ref: &str) -> Result<f64, FlowError> {
     match v {
-        Value::Number(n) => n
-            .as_f64()
-            .ok_or_else(|| FlowError::internal(op_ref, format!("expected number, got {}", debug(v)))),
+        Value::Number(n) => n.as_f64().ok_or_else(|| {
+            FlowError::internal(op_ref, format!("expected number, got {}", debug(v)))
+        }),
         _ => Err(FlowError::internal(
             op_ref,
             format!("expected number, got {}", debug(v)),

@@ -246,3 +246,144 @@ impl Future for Join<'_> {
         Poll::Pending
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::oneshot;
+    use futures::task::noop_waker;
+    use futures::FutureExt;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Branches completed by hand through oneshot channels; counts branch polls.
+    fn manual(
+        n: usize,
+        polls: &Arc<AtomicUsize>,
+    ) -> (
+        Vec<oneshot::Sender<Result<Value, FlowError>>>,
+        Vec<BranchFuture<'static>>,
+    ) {
+        let mut senders = Vec::new();
+        let mut branches = Vec::new();
+        for _ in 0..n {
+            let (tx, mut rx) = oneshot::channel::<Result<Value, FlowError>>();
+            let polls = Arc::clone(polls);
+            senders.push(tx);
+            branches.push(
+                futures::future::poll_fn(move |cx| {
+                    polls.fetch_add(1, Ordering::SeqCst);
+                    rx.poll_unpin(cx).map(|r| r.expect("sender kept"))
+                })
+                .boxed(),
+            );
+        }
+        (senders, branches)
+    }
+
+    fn poll_once(join: &mut Join<'_>) -> Poll<Result<Value, FlowError>> {
+        let waker = noop_waker();
+        Pin::new(join).poll(&mut Context::from_waker(&waker))
+    }
+
+    fn fail(i: u32) -> Result<Value, FlowError> {
+        Err(FlowError::Limit(format!("f{i}")))
+    }
+
+    #[test]
+    fn same_round_completions_lowest_index_wins() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let (tx, branches) = manual(4, &polls);
+        let mut join = Join::new(JoinMode::Race, branches);
+        assert!(poll_once(&mut join).is_pending());
+        let mut tx = tx.into_iter().map(Some).collect::<Vec<_>>();
+        // Index 3 completes first in wall time, then index 1: same round.
+        tx[3].take().unwrap().send(Ok(json!(3))).unwrap();
+        tx[1].take().unwrap().send(Ok(json!(1))).unwrap();
+        assert_eq!(poll_once(&mut join), Poll::Ready(Ok(json!(1))));
+        assert!(join.branches.is_empty(), "losers dropped");
+    }
+
+    #[test]
+    fn rounds_poll_only_woken_branches() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let (tx, branches) = manual(50, &polls);
+        let mut join = Join::new(JoinMode::All, branches);
+        assert!(poll_once(&mut join).is_pending());
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            50,
+            "first round starts every branch"
+        );
+        for (i, t) in tx.into_iter().enumerate() {
+            t.send(Ok(json!(i))).unwrap();
+            let before = polls.load(Ordering::SeqCst);
+            let r = poll_once(&mut join);
+            assert_eq!(
+                polls.load(Ordering::SeqCst) - before,
+                1,
+                "only branch {i} polled"
+            );
+            if i < 49 {
+                assert!(r.is_pending());
+            } else {
+                let Poll::Ready(Ok(Value::Array(v))) = r else {
+                    panic!("{r:?}")
+                };
+                assert_eq!(v, (0..50).map(|i| json!(i)).collect::<Vec<_>>());
+            }
+        }
+        // no wake, no poll
+        assert_eq!(polls.load(Ordering::SeqCst), 100);
+    }
+
+    #[test]
+    fn any_reports_last_failure_and_all_settled_keeps_order() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let (tx, branches) = manual(3, &polls);
+        let mut join = Join::new(JoinMode::Any, branches);
+        assert!(poll_once(&mut join).is_pending());
+        let mut tx = tx.into_iter().map(Some).collect::<Vec<_>>();
+        for i in [2usize, 0, 1] {
+            tx[i].take().unwrap().send(fail(i as u32)).unwrap();
+            let r = poll_once(&mut join);
+            if i == 1 {
+                assert_eq!(r, Poll::Ready(fail(1)));
+            } else {
+                assert!(r.is_pending());
+            }
+        }
+
+        let (tx, branches) = manual(2, &polls);
+        let mut join = Join::new(JoinMode::AllSettled, branches);
+        assert!(poll_once(&mut join).is_pending());
+        let mut tx = tx.into_iter().map(Some).collect::<Vec<_>>();
+        tx[1].take().unwrap().send(Ok(json!("b"))).unwrap();
+        assert!(poll_once(&mut join).is_pending());
+        tx[0].take().unwrap().send(fail(0)).unwrap();
+        assert_eq!(
+            poll_once(&mut join),
+            Poll::Ready(Ok(json!([
+                {"status": "rejected", "reason": "limit exceeded: f0"},
+                {"status": "fulfilled", "value": "b"}
+            ])))
+        );
+    }
+
+    #[test]
+    fn self_wake_during_poll_is_repolled_next_round() {
+        let mut first = true;
+        let branch = futures::future::poll_fn(move |cx| {
+            if first {
+                first = false;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(Ok(json!("done")))
+            }
+        })
+        .boxed();
+        let mut join = Join::new(JoinMode::All, vec![branch]);
+        assert!(poll_once(&mut join).is_pending());
+        assert_eq!(poll_once(&mut join), Poll::Ready(Ok(json!(["done"]))));
+    }
+}

@@ -14,7 +14,9 @@ struct NoDispatch;
 #[async_trait::async_trait]
 impl Dispatcher for NoDispatch {
     async fn dispatch(&self, step_ref: &str, _input: Value) -> Result<Value, String> {
-        Err(format!("conformance cases contain no steps (got {step_ref})"))
+        Err(format!(
+            "conformance cases contain no steps (got {step_ref})"
+        ))
     }
 }
 
@@ -105,7 +107,10 @@ fn reference_flow_cases() {
             )),
         };
         if let Some(p) = problem {
-            failures.push(format!("case {i} ({id}): {p}\n    flow: {}", short(&case["blueprint"]["flow"])));
+            failures.push(format!(
+                "case {i} ({id}): {p}\n    flow: {}",
+                short(&case["blueprint"]["flow"])
+            ));
         }
     }
     println!(

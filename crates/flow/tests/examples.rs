@@ -74,7 +74,10 @@ fn example_2_retry_loop() {
     );
     let d = ExampleDispatcher::default();
     let out = run_with(flow, json!({"draft": "v1", "verdict": "retry"}), &d).unwrap();
-    assert_eq!(out.to_string(), r#"{"attempts":2,"draft":"v1","verdict":"ok"}"#);
+    assert_eq!(
+        out.to_string(),
+        r#"{"attempts":2,"draft":"v1","verdict":"ok"}"#
+    );
     assert_eq!(d.review_calls.load(Ordering::SeqCst), 2);
 }
 
@@ -128,7 +131,10 @@ fn example_4_fanout_all_settled() {
 
 #[test]
 fn example_4_variants() {
-    assert_eq!(example_4_with(JoinMode::All).unwrap_err().to_string(), LINT_ERROR);
+    assert_eq!(
+        example_4_with(JoinMode::All).unwrap_err().to_string(),
+        LINT_ERROR
+    );
     let single = json!({"file": "a.rs", "files": ["a.rs", "b.rs"], "repo": "demo",
                         "report": {"file": "a.rs", "warnings": 0}});
     for join in [JoinMode::Any, JoinMode::Race] {

@@ -43,24 +43,32 @@ fn path_reads_copy_and_lit_is_verbatim() {
     assert_json(&ev(p("$.a.b"), &ctx).unwrap(), &json!([1, 2.0]));
     assert_eq!(ev(p("$.n"), &ctx).unwrap(), Value::Null);
     assert_eq!(ev(p("$"), &ctx).unwrap(), ctx);
-    assert_eq!(
-        err_text(ev(p("$.zz"), &ctx)),
-        "path not found: $.zz"
-    );
+    assert_eq!(err_text(ev(p("$.zz"), &ctx)), "path not found: $.zz");
     assert_eq!(
         err_text(ev(p("zz"), &ctx)),
         "invalid path syntax: path must start with $ or $.: zz"
     );
     let looks_like_expr = json!({"op": "path", "at": "$.a"});
-    assert_eq!(ev(lit(looks_like_expr.clone()), &ctx).unwrap(), looks_like_expr);
+    assert_eq!(
+        ev(lit(looks_like_expr.clone()), &ctx).unwrap(),
+        looks_like_expr
+    );
     assert_eq!(ev(lit(json!(null)), &ctx).unwrap(), Value::Null);
 }
 
 #[test]
 fn eq_and_ne_structural() {
     let t = |l: Value, r: Value, want: bool| {
-        assert_eq!(ev0(bin("eq", l.clone(), r.clone())).unwrap(), json!(want), "{l} eq {r}");
-        assert_eq!(ev0(bin("ne", l.clone(), r.clone())).unwrap(), json!(!want), "{l} ne {r}");
+        assert_eq!(
+            ev0(bin("eq", l.clone(), r.clone())).unwrap(),
+            json!(want),
+            "{l} eq {r}"
+        );
+        assert_eq!(
+            ev0(bin("ne", l.clone(), r.clone())).unwrap(),
+            json!(!want),
+            "{l} ne {r}"
+        );
     };
     t(json!(2), json!(2), true);
     t(json!(2), json!(2.0), false);
@@ -74,7 +82,11 @@ fn eq_and_ne_structural() {
     t(json!([1, [2]]), json!([1, [2]]), true);
     t(json!([1, 2]), json!([2, 1]), false);
     t(json!([1]), json!([1.0]), false);
-    t(json!({"a": 1, "b": [1, 2]}), json!({"b": [1, 2], "a": 1}), true);
+    t(
+        json!({"a": 1, "b": [1, 2]}),
+        json!({"b": [1, 2], "a": 1}),
+        true,
+    );
     t(json!({"a": 1}), json!({"a": 1, "b": 2}), false);
     t(json!({"a": 1}), json!({"a": 1.0}), false);
     t(json!({}), json!([]), false);
@@ -92,7 +104,11 @@ fn eq_i64_and_u64_same_integer() {
 #[test]
 fn comparisons() {
     let t = |op: &str, l: Value, r: Value, want: bool| {
-        assert_eq!(ev0(bin(op, l.clone(), r.clone())).unwrap(), json!(want), "{l} {op} {r}");
+        assert_eq!(
+            ev0(bin(op, l.clone(), r.clone())).unwrap(),
+            json!(want),
+            "{l} {op} {r}"
+        );
     };
     t("lt", json!(1), json!(2), true);
     t("lt", json!(2), json!(2.0), false);
@@ -158,20 +174,38 @@ fn and_or_short_circuit_and_always_boolean() {
     let or = |ops: Vec<Value>| ev0(json!({"op": "or", "operands": ops}));
     assert_eq!(and(vec![]).unwrap(), json!(true));
     assert_eq!(or(vec![]).unwrap(), json!(false));
-    assert_eq!(and(vec![lit(json!(false)), p("$.missing")]).unwrap(), json!(false));
-    assert_eq!(and(vec![lit(json!(null)), p("$.missing")]).unwrap(), json!(false));
+    assert_eq!(
+        and(vec![lit(json!(false)), p("$.missing")]).unwrap(),
+        json!(false)
+    );
+    assert_eq!(
+        and(vec![lit(json!(null)), p("$.missing")]).unwrap(),
+        json!(false)
+    );
     assert_eq!(
         err_text(and(vec![lit(json!(1)), p("$.missing")])),
         "path not found: $.missing"
     );
-    assert_eq!(and(vec![lit(json!(1)), lit(json!("x"))]).unwrap(), json!(true));
-    assert_eq!(or(vec![lit(json!(0)), p("$.missing")]).unwrap(), json!(true));
+    assert_eq!(
+        and(vec![lit(json!(1)), lit(json!("x"))]).unwrap(),
+        json!(true)
+    );
+    assert_eq!(
+        or(vec![lit(json!(0)), p("$.missing")]).unwrap(),
+        json!(true)
+    );
     assert_eq!(
         err_text(or(vec![p("$.missing"), lit(json!(true))])),
         "path not found: $.missing"
     );
-    assert_eq!(or(vec![lit(json!(null)), lit(json!(false))]).unwrap(), json!(false));
-    assert_eq!(or(vec![lit(json!(null)), lit(json!("x"))]).unwrap(), json!(true));
+    assert_eq!(
+        or(vec![lit(json!(null)), lit(json!(false))]).unwrap(),
+        json!(false)
+    );
+    assert_eq!(
+        or(vec![lit(json!(null)), lit(json!("x"))]).unwrap(),
+        json!(true)
+    );
 }
 
 #[test]
@@ -239,9 +273,8 @@ fn arithmetic_errors() {
         err_text(ev0(bin("add", json!(1.7e308), json!(1.7e308)))),
         "dispatcher error for ref 'expr.add': result not f64-representable: inf"
     );
-    assert!(err_text(ev0(bin("div", json!(1e308), json!(1e-308)))).starts_with(
-        "dispatcher error for ref 'expr.div': result not f64-representable"
-    ));
+    assert!(err_text(ev0(bin("div", json!(1e308), json!(1e-308))))
+        .starts_with("dispatcher error for ref 'expr.div': result not f64-representable"));
 }
 
 #[test]
@@ -271,7 +304,10 @@ fn membership() {
     let inn = |n: Value, h: Value| ev0(json!({"op": "in", "needle": lit(n), "haystack": lit(h)}));
     assert_eq!(inn(json!(1), json!([0, 1])).unwrap(), json!(true));
     assert_eq!(inn(json!(1), json!([1.0])).unwrap(), json!(false));
-    assert_eq!(inn(json!({"a": [1]}), json!([{"a": [1]}])).unwrap(), json!(true));
+    assert_eq!(
+        inn(json!({"a": [1]}), json!([{"a": [1]}])).unwrap(),
+        json!(true)
+    );
     assert_eq!(inn(json!(null), json!([])).unwrap(), json!(false));
     assert_eq!(
         err_text(inn(json!(1), json!({"a": 1}))),

@@ -115,10 +115,22 @@ async fn timed(node: &Node, d: &Sleepy) -> (Result<Value, FlowError>, u128) {
 #[tokio::test(start_paused = true)]
 async fn all_runs_branches_concurrently_and_keeps_item_order() {
     let d = Sleepy::default();
-    let node = flow(vec![item("a", 300, false), item("b", 100, false), item("c", 200, false)], "all");
+    let node = flow(
+        vec![
+            item("a", 300, false),
+            item("b", 100, false),
+            item("c", 200, false),
+        ],
+        "all",
+    );
     let (r, ms) = timed(&node, &d).await;
     let out = r.unwrap();
-    let tags: Vec<&Value> = out["out"].as_array().unwrap().iter().map(|b| &b["res"]).collect();
+    let tags: Vec<&Value> = out["out"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| &b["res"])
+        .collect();
     assert_eq!(tags, vec![&json!("a"), &json!("b"), &json!("c")]);
     assert_eq!(ms, 300, "branches overlap");
     assert_eq!(d.started(), vec!["a", "b", "c"], "started in item order");
@@ -127,9 +139,19 @@ async fn all_runs_branches_concurrently_and_keeps_item_order() {
 #[tokio::test(start_paused = true)]
 async fn all_fails_fast_and_cancels_the_rest() {
     let d = Sleepy::default();
-    let node = flow(vec![item("a", 300, false), item("b", 50, true), item("c", 400, false)], "all");
+    let node = flow(
+        vec![
+            item("a", 300, false),
+            item("b", 50, true),
+            item("c", 400, false),
+        ],
+        "all",
+    );
     let (r, ms) = timed(&node, &d).await;
-    assert_eq!(r.unwrap_err().to_string(), "dispatcher error for ref 'work': fail b");
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "dispatcher error for ref 'work': fail b"
+    );
     assert_eq!(ms, 50);
     assert_eq!(d.cancelled(), vec!["a", "c"]);
     assert_eq!(d.completed.load(Ordering::SeqCst), 1);
@@ -139,10 +161,15 @@ async fn all_fails_fast_and_cancels_the_rest() {
 async fn all_fails_fast_for_more_than_30_items() {
     // The reference quirk would wait ~400 ms for lower-indexed branches.
     let d = Sleepy::default();
-    let mut items: Vec<Value> = (0..30).map(|i| item(&format!("ok{i:02}"), 300 + i * 3, false)).collect();
+    let mut items: Vec<Value> = (0..30)
+        .map(|i| item(&format!("ok{i:02}"), 300 + i * 3, false))
+        .collect();
     items.push(item("bad30", 50, true));
     let (r, ms) = timed(&flow(items, "all"), &d).await;
-    assert_eq!(r.unwrap_err().to_string(), "dispatcher error for ref 'work': fail bad30");
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "dispatcher error for ref 'work': fail bad30"
+    );
     assert_eq!(ms, 50);
     assert_eq!(d.cancelled().len(), 30);
 }
@@ -152,7 +179,10 @@ async fn all_first_failure_by_completion_time_wins() {
     let d = Sleepy::default();
     let node = flow(vec![item("a", 200, true), item("b", 100, true)], "all");
     let (r, ms) = timed(&node, &d).await;
-    assert_eq!(r.unwrap_err().to_string(), "dispatcher error for ref 'work': fail b");
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "dispatcher error for ref 'work': fail b"
+    );
     assert_eq!(ms, 100);
     assert_eq!(d.cancelled(), vec!["a"]);
 }
@@ -161,7 +191,12 @@ async fn all_first_failure_by_completion_time_wins() {
 async fn any_takes_first_success_and_cancels_the_rest() {
     let d = Sleepy::default();
     let node = flow(
-        vec![item("a", 10, true), item("b", 200, false), item("c", 100, false), item("d", 150, true)],
+        vec![
+            item("a", 10, true),
+            item("b", 200, false),
+            item("c", 100, false),
+            item("d", 150, true),
+        ],
         "any",
     );
     let (r, ms) = timed(&node, &d).await;
@@ -175,9 +210,19 @@ async fn any_takes_first_success_and_cancels_the_rest() {
 #[tokio::test(start_paused = true)]
 async fn any_all_fail_reports_the_last_failure() {
     let d = Sleepy::default();
-    let node = flow(vec![item("a", 30, true), item("b", 10, true), item("c", 20, true)], "any");
+    let node = flow(
+        vec![
+            item("a", 30, true),
+            item("b", 10, true),
+            item("c", 20, true),
+        ],
+        "any",
+    );
     let (r, ms) = timed(&node, &d).await;
-    assert_eq!(r.unwrap_err().to_string(), "dispatcher error for ref 'work': fail a");
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "dispatcher error for ref 'work': fail a"
+    );
     assert_eq!(ms, 30);
     assert!(d.cancelled().is_empty());
 }
@@ -187,7 +232,10 @@ async fn race_first_finisher_failure_fails_the_fanout() {
     let d = Sleepy::default();
     let node = flow(vec![item("a", 100, false), item("b", 50, true)], "race");
     let (r, ms) = timed(&node, &d).await;
-    assert_eq!(r.unwrap_err().to_string(), "dispatcher error for ref 'work': fail b");
+    assert_eq!(
+        r.unwrap_err().to_string(),
+        "dispatcher error for ref 'work': fail b"
+    );
     assert_eq!(ms, 50);
     assert_eq!(d.cancelled(), vec!["a"]);
 }
@@ -195,7 +243,14 @@ async fn race_first_finisher_failure_fails_the_fanout() {
 #[tokio::test(start_paused = true)]
 async fn race_first_finisher_success() {
     let d = Sleepy::default();
-    let node = flow(vec![item("a", 100, true), item("b", 50, false), item("c", 70, false)], "race");
+    let node = flow(
+        vec![
+            item("a", 100, true),
+            item("b", 50, false),
+            item("c", 70, false),
+        ],
+        "race",
+    );
     let (r, ms) = timed(&node, &d).await;
     assert_eq!(r.unwrap()["out"]["res"], json!("b"));
     assert_eq!(ms, 50);
@@ -206,7 +261,10 @@ async fn race_first_finisher_success() {
 async fn same_round_ties_go_to_the_lowest_index() {
     for (items, want) in [
         (vec![item("a", 100, false), item("b", 100, true)], Ok("a")),
-        (vec![item("a", 100, true), item("b", 100, false)], Err("fail a")),
+        (
+            vec![item("a", 100, true), item("b", 100, false)],
+            Err("fail a"),
+        ),
     ] {
         let d = Sleepy::default();
         let (r, _) = timed(&flow(items.clone(), "race"), &d).await;
@@ -230,15 +288,28 @@ async fn same_round_ties_go_to_the_lowest_index() {
 #[tokio::test(start_paused = true)]
 async fn all_settled_waits_for_everything_in_item_order() {
     let d = Sleepy::default();
-    let node = flow(vec![item("a", 300, true), item("b", 100, false), item("c", 200, true)], "all_settled");
+    let node = flow(
+        vec![
+            item("a", 300, true),
+            item("b", 100, false),
+            item("c", 200, true),
+        ],
+        "all_settled",
+    );
     let (r, ms) = timed(&node, &d).await;
     let out = r.unwrap();
     assert_eq!(ms, 300);
     let recs = out["out"].as_array().unwrap();
-    assert_eq!(recs[0], json!({"status": "rejected", "reason": "dispatcher error for ref 'work': fail a"}));
+    assert_eq!(
+        recs[0],
+        json!({"status": "rejected", "reason": "dispatcher error for ref 'work': fail a"})
+    );
     assert_eq!(recs[1]["status"], json!("fulfilled"));
     assert_eq!(recs[1]["value"]["res"], json!("b"));
-    assert_eq!(recs[2]["reason"], json!("dispatcher error for ref 'work': fail c"));
+    assert_eq!(
+        recs[2]["reason"],
+        json!("dispatcher error for ref 'work': fail c")
+    );
     assert!(d.cancelled().is_empty());
 }
 
@@ -248,7 +319,9 @@ async fn join_polls_only_woken_branches() {
     // about twice (start + timer). Re-polling every pending branch on every wake
     // would need ~n²/2 = 20 000 polls.
     let d = Sleepy::default();
-    let items: Vec<Value> = (0..200).map(|i| item(&format!("t{i}"), 1 + i, false)).collect();
+    let items: Vec<Value> = (0..200)
+        .map(|i| item(&format!("t{i}"), 1 + i, false))
+        .collect();
     let (r, _) = timed(&flow(items, "all"), &d).await;
     assert_eq!(r.unwrap()["out"].as_array().unwrap().len(), 200);
     let polls = d.polls.load(Ordering::SeqCst);
@@ -290,8 +363,13 @@ async fn try_around_failing_fanout_rolls_back() {
     }))
     .unwrap();
     let d = Sleepy::default();
-    let out = evaluate(&node, json!({"k": 1}), &d, &Limits::default()).await.unwrap();
-    assert_eq!(out, json!({"err": "dispatcher error for ref 'work': fail b", "k": 1}));
+    let out = evaluate(&node, json!({"k": 1}), &d, &Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        json!({"err": "dispatcher error for ref 'work': fail b", "k": 1})
+    );
 }
 
 #[test]

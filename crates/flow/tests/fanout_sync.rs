@@ -14,7 +14,13 @@ fn fanout(items: Value, bind: Value, body: Value, join: &str, out: Value) -> Val
 
 /// fanout over literal items with `step work($.item) -> $.res`.
 fn work_fanout(items: Value, join: &str) -> Value {
-    fanout(lit(items), p("$.item"), step("work", p("$.item"), "$.res"), join, p("$.out"))
+    fanout(
+        lit(items),
+        p("$.item"),
+        step("work", p("$.item"), "$.res"),
+        join,
+        p("$.out"),
+    )
 }
 
 /// Fails for items that are strings starting with "bad", echoes otherwise.
@@ -25,7 +31,9 @@ fn worker() -> FnDispatcher<impl Fn(&str, &Value) -> Result<Value, String> + Sen
     })
 }
 
-fn inputs(d: &FnDispatcher<impl Fn(&str, &Value) -> Result<Value, String> + Send + Sync>) -> Vec<Value> {
+fn inputs(
+    d: &FnDispatcher<impl Fn(&str, &Value) -> Result<Value, String> + Send + Sync>,
+) -> Vec<Value> {
     d.calls().into_iter().map(|(_, i)| i).collect()
 }
 
@@ -68,10 +76,22 @@ fn empty_items_write_empty_array_for_every_join() {
 fn bind_must_be_a_path_and_no_branch_runs() {
     for items in [json!([1, 2]), json!([])] {
         let d = worker();
-        let flow = fanout(lit(items), lit(json!("$.item")), step("work", lit(json!(1)), "$.r"), "all", p("$.out"));
+        let flow = fanout(
+            lit(items),
+            lit(json!("$.item")),
+            step("work", lit(json!(1)), "$.r"),
+            "all",
+            p("$.out"),
+        );
         let e = run_with(flow, json!({}), &d).unwrap_err();
-        assert_eq!(e, FlowError::InvalidPath("Step.out must be a Path expr".into()));
-        assert_eq!(e.to_string(), "invalid path syntax: Step.out must be a Path expr");
+        assert_eq!(
+            e,
+            FlowError::InvalidPath("Step.out must be a Path expr".into())
+        );
+        assert_eq!(
+            e.to_string(),
+            "invalid path syntax: Step.out must be a Path expr"
+        );
         assert!(d.calls().is_empty());
     }
 }
@@ -79,16 +99,30 @@ fn bind_must_be_a_path_and_no_branch_runs() {
 #[test]
 fn out_is_checked_after_branches_ran() {
     let d = worker();
-    let flow = fanout(lit(json!([1, 2])), p("$.item"), step("work", p("$.item"), "$.r"), "all", lit(json!("$.out")));
+    let flow = fanout(
+        lit(json!([1, 2])),
+        p("$.item"),
+        step("work", p("$.item"), "$.r"),
+        "all",
+        lit(json!("$.out")),
+    );
     let e = run_with(flow, json!({}), &d).unwrap_err();
-    assert_eq!(e, FlowError::InvalidPath("expected Path expr for write target".into()));
+    assert_eq!(
+        e,
+        FlowError::InvalidPath("expected Path expr for write target".into())
+    );
     assert_eq!(d.calls().len(), 2);
 }
 
 #[test]
 fn all_results_are_full_branch_ctxs_in_item_order() {
     let d = worker();
-    let out = run_with(work_fanout(json!([1, 2.0, "x"]), "all"), json!({"p": true}), &d).unwrap();
+    let out = run_with(
+        work_fanout(json!([1, 2.0, "x"]), "all"),
+        json!({"p": true}),
+        &d,
+    )
+    .unwrap();
     assert_json(
         &out,
         &json!({"out": [
@@ -125,12 +159,24 @@ fn branches_are_isolated_from_each_other_and_the_parent() {
 
 #[test]
 fn bind_root_makes_the_item_the_branch_ctx() {
-    let flow = fanout(lit(json!([{"k": 1}, 5, [1]])), p("$"), assign("$.w", lit(json!(true))), "all", p("$.out"));
+    let flow = fanout(
+        lit(json!([{"k": 1}, 5, [1]])),
+        p("$"),
+        assign("$.w", lit(json!(true))),
+        "all",
+        p("$.out"),
+    );
     assert_json(
         &run(flow, json!({"parent": 1})).unwrap(),
         &json!({"out": [{"k": 1, "w": true}, {"w": true}, {"w": true}], "parent": 1}),
     );
-    let flow = fanout(lit(json!([5, "s"])), p("$."), seq(vec![]), "all", p("$.out"));
+    let flow = fanout(
+        lit(json!([5, "s"])),
+        p("$."),
+        seq(vec![]),
+        "all",
+        p("$.out"),
+    );
     assert_json(&run(flow, json!({})).unwrap(), &json!({"out": [5, "s"]}));
 }
 
@@ -164,15 +210,28 @@ fn items_from_ctx_path() {
 #[test]
 fn degenerate_all_stops_at_first_failing_item() {
     let d = worker();
-    let e = run_with(work_fanout(json!(["ok0", "bad1", "ok2", "bad3"]), "all"), json!({}), &d).unwrap_err();
-    assert_eq!(e.to_string(), "dispatcher error for ref 'work': rejected bad1");
+    let e = run_with(
+        work_fanout(json!(["ok0", "bad1", "ok2", "bad3"]), "all"),
+        json!({}),
+        &d,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "dispatcher error for ref 'work': rejected bad1"
+    );
     assert_eq!(inputs(&d), vec![json!("ok0"), json!("bad1")]);
 }
 
 #[test]
 fn degenerate_any_runs_until_first_success() {
     let d = worker();
-    let out = run_with(work_fanout(json!(["bad0", "bad1", "ok2", "ok3"]), "any"), json!({}), &d).unwrap();
+    let out = run_with(
+        work_fanout(json!(["bad0", "bad1", "ok2", "ok3"]), "any"),
+        json!({}),
+        &d,
+    )
+    .unwrap();
     assert_json(&out["out"], &json!({"item": "ok2", "res": {"done": "ok2"}}));
     assert_eq!(inputs(&d), vec![json!("bad0"), json!("bad1"), json!("ok2")]);
 }
@@ -180,8 +239,16 @@ fn degenerate_any_runs_until_first_success() {
 #[test]
 fn degenerate_any_all_fail_reports_last_item() {
     let d = worker();
-    let e = run_with(work_fanout(json!(["bad0", "bad1", "bad2"]), "any"), json!({}), &d).unwrap_err();
-    assert_eq!(e.to_string(), "dispatcher error for ref 'work': rejected bad2");
+    let e = run_with(
+        work_fanout(json!(["bad0", "bad1", "bad2"]), "any"),
+        json!({}),
+        &d,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "dispatcher error for ref 'work': rejected bad2"
+    );
     assert_eq!(d.calls().len(), 3);
 }
 
@@ -189,7 +256,10 @@ fn degenerate_any_all_fail_reports_last_item() {
 fn degenerate_race_runs_only_the_first_item() {
     let d = worker();
     let e = run_with(work_fanout(json!(["bad0", "ok1"]), "race"), json!({}), &d).unwrap_err();
-    assert_eq!(e.to_string(), "dispatcher error for ref 'work': rejected bad0");
+    assert_eq!(
+        e.to_string(),
+        "dispatcher error for ref 'work': rejected bad0"
+    );
     assert_eq!(inputs(&d), vec![json!("bad0")]);
     let d = worker();
     let out = run_with(work_fanout(json!(["ok0", "bad1"]), "race"), json!({}), &d).unwrap();
@@ -200,7 +270,12 @@ fn degenerate_race_runs_only_the_first_item() {
 #[test]
 fn degenerate_all_settled_runs_all() {
     let d = worker();
-    let out = run_with(work_fanout(json!(["bad0", "ok1", "bad2"]), "all_settled"), json!({}), &d).unwrap();
+    let out = run_with(
+        work_fanout(json!(["bad0", "ok1", "bad2"]), "all_settled"),
+        json!({}),
+        &d,
+    )
+    .unwrap();
     assert_json(
         &out,
         &json!({"out": [
@@ -222,14 +297,35 @@ fn all_settled_all_fail_is_not_an_error() {
 
 #[test]
 fn branch_errors_surface_unchanged() {
-    let flow = fanout(lit(json!([1])), p("$.i"), assign("$.x", p("$.nope")), "all", p("$.out"));
-    assert_eq!(run(flow, json!({})).unwrap_err(), FlowError::PathNotFound("$.nope".into()));
+    let flow = fanout(
+        lit(json!([1])),
+        p("$.i"),
+        assign("$.x", p("$.nope")),
+        "all",
+        p("$.out"),
+    );
+    assert_eq!(
+        run(flow, json!({})).unwrap_err(),
+        FlowError::PathNotFound("$.nope".into())
+    );
 }
 
 #[test]
 fn nested_fanouts() {
-    let inner = fanout(p("$.row"), p("$.cell"), assign("$.v", p("$.cell")), "all", p("$.cells"));
-    let flow = fanout(lit(json!([[1, 2], [3]])), p("$.row"), inner, "all", p("$.rows"));
+    let inner = fanout(
+        p("$.row"),
+        p("$.cell"),
+        assign("$.v", p("$.cell")),
+        "all",
+        p("$.cells"),
+    );
+    let flow = fanout(
+        lit(json!([[1, 2], [3]])),
+        p("$.row"),
+        inner,
+        "all",
+        p("$.rows"),
+    );
     let out = run(flow, json!({})).unwrap();
     assert_eq!(out["rows"][0]["cells"][1]["v"], json!(2));
     assert_eq!(out["rows"][1]["cells"][0]["v"], json!(3));
@@ -243,12 +339,24 @@ fn width_limit_fails_before_any_branch() {
         ..Limits::default()
     };
     let d = worker();
-    let e = run_limits(work_fanout(json!([1, 2, 3]), "all_settled"), json!({}), &d, &limits).unwrap_err();
+    let e = run_limits(
+        work_fanout(json!([1, 2, 3]), "all_settled"),
+        json!({}),
+        &d,
+        &limits,
+    )
+    .unwrap_err();
     assert!(matches!(e, FlowError::Limit(_)));
     assert!(e.to_string().contains("fanout width of 2"), "{e}");
     assert!(d.calls().is_empty());
     // at the limit is fine
-    assert!(run_limits(work_fanout(json!([1, 2]), "all_settled"), json!({}), &d, &limits).is_ok());
+    assert!(run_limits(
+        work_fanout(json!([1, 2]), "all_settled"),
+        json!({}),
+        &d,
+        &limits
+    )
+    .is_ok());
 }
 
 #[test]
@@ -277,5 +385,8 @@ fn depth_limit() {
     assert!(matches!(e, FlowError::Limit(_)));
     assert!(e.to_string().contains("fanout depth of 2"), "{e}");
     assert!(run(nest(8), json!({})).is_ok());
-    assert!(matches!(run(nest(9), json!({})).unwrap_err(), FlowError::Limit(_)));
+    assert!(matches!(
+        run(nest(9), json!({})).unwrap_err(),
+        FlowError::Limit(_)
+    ));
 }

@@ -50,14 +50,19 @@ fn unknown_field_in_node_is_rejected() {
     .unwrap_err();
     assert!(e.contains("unknown field `finally`"), "{e}");
     // nested unknown field fails the whole document
-    let e = parse_node(r#"{"kind":"assign","at":{"op":"path","at":"$.a"},"value":{"op":"lit","value":1,"y":2}}"#)
-        .unwrap_err();
+    let e = parse_node(
+        r#"{"kind":"assign","at":{"op":"path","at":"$.a"},"value":{"op":"lit","value":1,"y":2}}"#,
+    )
+    .unwrap_err();
     assert!(e.contains("unknown field `y`"), "{e}");
 }
 
 #[test]
 fn missing_fields_are_rejected() {
-    let e = parse_node(&format!(r#"{{"kind":"branch","cond":{TRUE},"then":{NOOP}}}"#)).unwrap_err();
+    let e = parse_node(&format!(
+        r#"{{"kind":"branch","cond":{TRUE},"then":{NOOP}}}"#
+    ))
+    .unwrap_err();
     assert!(e.contains("missing field `else`"), "{e}");
     let e = parse_node(r#"{"kind":"seq"}"#).unwrap_err();
     assert!(e.contains("missing field `children`"), "{e}");
@@ -71,8 +76,10 @@ fn missing_fields_are_rejected() {
 
 #[test]
 fn unknown_or_miscased_tags_are_rejected() {
-    let e = parse_node(r#"{"kind":"Step","ref":"x","in":{"op":"lit","value":1},"out":{"op":"path","at":"$"}}"#)
-        .unwrap_err();
+    let e = parse_node(
+        r#"{"kind":"Step","ref":"x","in":{"op":"lit","value":1},"out":{"op":"path","at":"$"}}"#,
+    )
+    .unwrap_err();
     assert!(e.contains("unknown variant `Step`"), "{e}");
     assert!(e.contains("expected one of `step`"), "{e}");
     let e = parse_expr(r#"{"op":"xor","lhs":{"op":"lit","value":1},"rhs":{"op":"lit","value":1}}"#)
@@ -126,10 +133,14 @@ fn join_mode_is_case_sensitive() {
 #[test]
 fn err_at_absent_equals_null() {
     let a = parse_node(&format!(r#"{{"kind":"try","body":{NOOP},"catch":{NOOP}}}"#)).unwrap();
-    let b =
-        parse_node(&format!(r#"{{"kind":"try","body":{NOOP},"catch":{NOOP},"err_at":null}}"#)).unwrap();
+    let b = parse_node(&format!(
+        r#"{{"kind":"try","body":{NOOP},"catch":{NOOP},"err_at":null}}"#
+    ))
+    .unwrap();
     assert_eq!(a, b);
-    let Node::Try { err_at, .. } = a else { panic!() };
+    let Node::Try { err_at, .. } = a else {
+        panic!()
+    };
     assert!(err_at.is_none());
     // serialized with an explicit null
     assert_eq!(
@@ -140,7 +151,9 @@ fn err_at_absent_equals_null() {
 
 #[test]
 fn write_targets_accept_any_expr_at_parse_time() {
-    let n = parse_node(r#"{"kind":"assign","at":{"op":"lit","value":"x"},"value":{"op":"lit","value":1}}"#);
+    let n = parse_node(
+        r#"{"kind":"assign","at":{"op":"lit","value":"x"},"value":{"op":"lit","value":1}}"#,
+    );
     assert!(n.is_ok());
 }
 
@@ -201,6 +214,14 @@ fn lit_value_is_kept_verbatim_including_number_kinds() {
         serde_json::to_string(&e).unwrap(),
         r#"{"op":"lit","value":{"a":7.0,"at":"$","b":7,"op":"path"}}"#
     );
+}
+
+#[test]
+fn floats_round_trip_exactly() {
+    // Needs serde_json's `float_roundtrip` (the default parser may be off by an ulp).
+    let text = r#"{"op":"lit","value":[-503005.2304829326,0.1,1e+21,5e-324,8.0]}"#;
+    let e: Expr = serde_json::from_str(text).unwrap();
+    assert_eq!(serde_json::to_string(&e).unwrap(), text);
 }
 
 #[test]

@@ -38,7 +38,15 @@ fn read_invalid_syntax() {
 #[test]
 fn read_missing_and_non_objects() {
     let ctx = json!({"arr": [1], "a": 5, "s": "str", "n": null, "o": {}});
-    for path in ["$.arr.0", "$.a.b", "$.s.x", "$.n.x", "$.o.x", "$.missing", "$.o."] {
+    for path in [
+        "$.arr.0",
+        "$.a.b",
+        "$.s.x",
+        "$.n.x",
+        "$.o.x",
+        "$.missing",
+        "$.o.",
+    ] {
         let e = read_path(&ctx, path).unwrap_err();
         assert_eq!(e, FlowError::PathNotFound(path.to_owned()));
         assert_eq!(e.to_string(), format!("path not found: {path}"));
@@ -74,7 +82,10 @@ fn write_table_of_spec() {
         written(json!({}), "$.deep.nested.n", json!(1)),
         json!({"deep": {"nested": {"n": 1}}})
     );
-    assert_eq!(written(json!({"a": 5}), "$.a.b", json!(1)), json!({"a": {"b": 1}}));
+    assert_eq!(
+        written(json!({"a": 5}), "$.a.b", json!(1)),
+        json!({"a": {"b": 1}})
+    );
     assert_eq!(
         written(json!({"a": [9]}), "$.a.0", json!(1)),
         json!({"a": {"0": 1}})
@@ -83,7 +94,10 @@ fn write_table_of_spec() {
     assert_eq!(written(json!(null), "$.x", json!(1)), json!({"x": 1}));
     assert_eq!(written(json!("s"), "$.x", json!(1)), json!({"x": 1}));
     assert_eq!(written(json!({"a": 5}), "$", json!(7)), json!(7));
-    assert_eq!(written(json!({}), "$.a..b", json!(1)), json!({"a": {"b": 1}}));
+    assert_eq!(
+        written(json!({}), "$.a..b", json!(1)),
+        json!({"a": {"b": 1}})
+    );
 }
 
 #[test]

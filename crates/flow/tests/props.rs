@@ -139,9 +139,16 @@ fn items() -> impl Strategy<Value = Expr> {
 
 fn node() -> impl Strategy<Value = Node> {
     let leaf = prop_oneof![
-        (prop_oneof![Just("ok"), Just("fail"), Just("yield")], expr(), target()).prop_map(
-            |(r, input, out)| Node::Step { step_ref: r.to_owned(), input, out }
-        ),
+        (
+            prop_oneof![Just("ok"), Just("fail"), Just("yield")],
+            expr(),
+            target()
+        )
+            .prop_map(|(r, input, out)| Node::Step {
+                step_ref: r.to_owned(),
+                input,
+                out
+            }),
         (target(), expr()).prop_map(|(at, value)| Node::Assign { at, value }),
         Just(Node::Seq { children: vec![] }),
     ];
@@ -149,15 +156,32 @@ fn node() -> impl Strategy<Value = Node> {
         let b = || inner.clone().prop_map(Box::new);
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(|children| Node::Seq { children }),
-            (expr(), b(), b()).prop_map(|(cond, then, otherwise)| Node::Branch { cond, then, otherwise }),
+            (expr(), b(), b()).prop_map(|(cond, then, otherwise)| Node::Branch {
+                cond,
+                then,
+                otherwise
+            }),
             (target(), expr(), b(), 0u32..4).prop_map(|(counter, cond, body, max)| Node::Loop {
-                counter, cond, body, max
+                counter,
+                cond,
+                body,
+                max
             }),
-            (items(), target(), b(), join(), target()).prop_map(|(items, bind, body, join, out)| {
-                Node::Fanout { items, bind, body, join, out }
-            }),
+            (items(), target(), b(), join(), target()).prop_map(
+                |(items, bind, body, join, out)| {
+                    Node::Fanout {
+                        items,
+                        bind,
+                        body,
+                        join,
+                        out,
+                    }
+                }
+            ),
             (b(), b(), prop::option::of(target())).prop_map(|(body, catch, err_at)| Node::Try {
-                body, catch, err_at
+                body,
+                catch,
+                err_at
             }),
         ]
     })

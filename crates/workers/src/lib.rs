@@ -5,5 +5,6 @@
 //! - [`subprocess`]: child processes with a scrubbed environment and limits.
 
 pub mod lua;
+pub mod operator;
 pub mod rust_fn;
 pub mod subprocess;

@@ -130,3 +130,31 @@ pub fn assert_json(actual: &Value, expected: &Value) {
         serde_json::to_string(expected).unwrap()
     );
 }
+
+/// Dispatcher that fails for ref `fail` and echoes `{"ref", "got"}` otherwise.
+pub fn echo() -> FnDispatcher<impl Fn(&str, &Value) -> Result<Value, String> + Send + Sync> {
+    FnDispatcher::new(|r: &str, input: &Value| {
+        if r == "fail" {
+            Err(format!("boom {input}"))
+        } else {
+            Ok(json!({"ref": r, "got": input}))
+        }
+    })
+}
+
+/// The no-op node `{"kind":"seq","children":[]}`.
+pub fn noop() -> Value {
+    seq(vec![])
+}
+
+/// `branch cond then $.r <- "then" else $.r <- "else"`.
+pub fn branch(cond: Value) -> Value {
+    json!({"kind": "branch", "cond": cond,
+           "then": assign("$.r", lit(json!("then"))),
+           "else": assign("$.r", lit(json!("else")))})
+}
+
+/// `loop` node.
+pub fn looped(counter: Value, cond: Value, body: Value, max: u32) -> Value {
+    json!({"kind": "loop", "counter": counter, "cond": cond, "body": body, "max": max})
+}
