@@ -23,13 +23,27 @@
 //!                           `1` and `1.0` differ).
 //! ```
 //!
+//! Example: `{"id":"hello","flow":{"kind":"seq","children":[]}}` has the canonical
+//! bytes
+//!
+//! ```text
+//! {"schema_version":"0.1.0","id":"hello","flow":{"kind":"seq","children":[]},"agents":[],
+//! "operators":[],"hints":{"per_agent":{},"global":null},"strategy":{"strict_refs":true,
+//! "strict_kind":true},"metadata":{"description":null,"origin":{"kind":"inline"},"tags":[]},
+//! "spawner_hints":{"layers":[]},"default_agent_kind":"operator"}
+//! ```
+//!
+//! (one line, no line breaks; pinned by `tests/schema_version.rs`).
+//!
 //! The text form of a version is 64 lowercase hex digits; [`BlueprintVersion`]
 //! serializes as that string and parses hex in either case.
 //!
 //! The map ordering is enforced by this module's own serializer, so it holds whether
 //! or not `serde_json`'s `preserve_order` feature is enabled anywhere in the build.
 //! With default `serde_json` features the bytes are identical to
-//! `serde_json::to_vec(&blueprint)`.
+//! `serde_json::to_vec(&blueprint)`. (Should `arbitrary_precision` ever be enabled,
+//! numbers would be hashed as written in the input, so `1.0` and `1.00` would
+//! differ; it is not enabled today.)
 //!
 //! Consequences: two bodies that differ only in key order, whitespace, or
 //! explicitly-written defaults (including `null` for optional fields) have the same

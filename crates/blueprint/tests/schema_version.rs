@@ -106,6 +106,14 @@ fn version_is_blake3_of_canonical_bytes() {
         version_of_text(VECTOR_2).to_hex(),
         content_hash(CANONICAL_2.as_bytes())
     );
+    assert_eq!(
+        version_of_text(VECTOR_1).to_hex(),
+        "4b1976b17ee8521add3386f288be6fa13ddb364a15df2cd27fc61073d35f382b"
+    );
+    assert_eq!(
+        version_of_text(VECTOR_2).to_hex(),
+        "57e7991179918e03d2ff0173d009fa530d02472b49a0d25a7aa7a6fc2ecd22ee"
+    );
     assert_ne!(version_of_text(VECTOR_1), version_of_text(VECTOR_2));
 }
 
@@ -294,11 +302,14 @@ fn full() -> Value {
     })
 }
 
+/// A named edit of a Blueprint document.
+type Edit = (&'static str, Box<dyn Fn(&mut Value)>);
+
 #[test]
 fn any_content_change_changes_the_version() {
     let base = full();
     let base_version = version_of(&base);
-    let edits: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let edits: Vec<Edit> = vec![
         (
             "flow literal",
             Box::new(|v| v["flow"]["children"][0]["in"]["value"]["s"] = json!("y")),

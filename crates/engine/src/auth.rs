@@ -89,10 +89,13 @@ impl Engine {
         let token = Arc::new(token);
         let uses = token.max_uses.map(i64::from).unwrap_or(-1);
         if task.is_none() {
-            self.inner
-                .session_expiry
-                .lock()
-                .push(Reverse((token.expire_at, token.nonce.clone())));
+            let mut heap = self.inner.session_expiry.lock();
+            heap.push(Reverse((token.expire_at, token.nonce.clone())));
+            // Ended sessions leave stale entries behind; compact once they dominate.
+            if heap.len() > 1024 && heap.len() > 2 * self.inner.session_by_nonce.len() {
+                let tokens = &self.inner.tokens;
+                heap.retain(|Reverse((_, n))| n == &token.nonce || tokens.contains_key(n));
+            }
         }
         self.inner.tokens.insert(
             token.nonce.clone(),

@@ -63,7 +63,7 @@ impl Engine {
             attached_at: now,
             last_seen: now,
             attached: true,
-            owned_task_ids: Vec::new(),
+            owned_task_ids: Default::default(),
             token_nonce: token.nonce.clone(),
             profile: Arc::new(req.profile),
         };

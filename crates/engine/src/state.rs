@@ -5,7 +5,7 @@ use crate::ids::{SessionId, TaskId};
 use crate::registry::OperatorKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -103,7 +103,7 @@ pub struct OperatorSession {
     pub attached_at: u64,
     pub last_seen: u64,
     pub attached: bool,
-    pub owned_task_ids: Vec<TaskId>,
+    pub owned_task_ids: VecDeque<TaskId>,
     pub token_nonce: String,
     #[serde(flatten)]
     pub profile: Arc<SessionProfile>,

@@ -91,9 +91,9 @@ impl Engine {
                 let mut s = s.lock();
                 // Bounded: only the most recent tasks are remembered per session.
                 if s.owned_task_ids.len() >= 1024 {
-                    s.owned_task_ids.remove(0);
+                    s.owned_task_ids.pop_front();
                 }
-                s.owned_task_ids.push(tid.clone());
+                s.owned_task_ids.push_back(tid.clone());
             }
         }
         self.events()

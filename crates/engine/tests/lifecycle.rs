@@ -211,7 +211,7 @@ async fn sessions_attach_detach_heartbeat() {
     e.heartbeat(&att.token).unwrap();
     assert!(e.session(&att.session_id).unwrap().attached);
     let t = e.start_task(&att.token, spec("a", "x")).unwrap();
-    assert_eq!(e.session(&att.session_id).unwrap().owned_task_ids, vec![t]);
+    assert_eq!(e.session(&att.session_id).unwrap().owned_task_ids, [t]);
     let obs = e.attach(AttachRequest::new("o", Role::Observer, Duration::from_secs(60)));
     assert!(matches!(e.detach(&obs.token), Err(EngineError::RoleViolation { .. })));
 }

@@ -11,7 +11,14 @@ use serde_json::json;
 async fn json_stdout_is_the_value() {
     let h = Harness::new();
     let (_, out) = h
-        .run(sh(r#"cat >/dev/null; printf '  {"a": [1, 2.5]}\n\n'"#, &[], json!({})), "x")
+        .run(
+            sh(
+                r#"cat >/dev/null; printf '  {"a": [1, 2.5]}\n\n'"#,
+                &[],
+                json!({}),
+            ),
+            "x",
+        )
         .await;
     assert_eq!(pass(out), json!({"a": [1, 2.5]}));
 }
@@ -20,9 +27,15 @@ async fn json_stdout_is_the_value() {
 async fn non_json_stdout_gives_raw_and_stderr() {
     let h = Harness::new();
     let (_, out) = h
-        .run(sh("echo '  hello world  '; echo oops >&2", &[], json!({})), "x")
+        .run(
+            sh("echo '  hello world  '; echo oops >&2", &[], json!({})),
+            "x",
+        )
         .await;
-    assert_eq!(pass(out), json!({"raw": "  hello world", "stderr": "oops\n"}));
+    assert_eq!(
+        pass(out),
+        json!({"raw": "  hello world", "stderr": "oops\n"})
+    );
 }
 
 #[tokio::test]
@@ -43,7 +56,10 @@ async fn null_stdout_is_null() {
 async fn nonzero_exit_with_json_is_blocked() {
     let h = Harness::new();
     let (_, out) = h
-        .run(sh(r#"echo '{"partial": true}'; exit 3"#, &[], json!({})), "x")
+        .run(
+            sh(r#"echo '{"partial": true}'; exit 3"#, &[], json!({})),
+            "x",
+        )
         .await;
     assert_eq!(blocked(out), json!({"partial": true}));
 }
@@ -64,7 +80,9 @@ async fn directive_goes_to_stdin_without_extra_arg() {
         .run(sh(r#"cat; echo "argc=$#" >&2"#, &[], json!({})), directive)
         .await;
     assert_eq!(pass(out), json!({"k": "v w", "n": 1}));
-    let (_, out) = h.run(sh(r#"printf 'argc=%s' "$#""#, &[], json!({})), directive).await;
+    let (_, out) = h
+        .run(sh(r#"printf 'argc=%s' "$#""#, &[], json!({})), directive)
+        .await;
     assert_eq!(pass(out)["raw"], "argc=0");
 }
 
@@ -75,11 +93,21 @@ async fn directive_as_last_arg_and_stdin_closed() {
     // `cat` must see EOF at once (stdin is /dev/null), then the last arg is printed.
     let script = r#"cat; printf '%s' "$2""#;
     let (_, out) = h
-        .run(sh(script, &["first"], json!({"use_stdin": false})), directive)
+        .run(
+            sh(script, &["first"], json!({"use_stdin": false})),
+            directive,
+        )
         .await;
     assert_eq!(pass(out), json!({"via": "arg 'quoted' $HOME"}));
     let (_, out) = h
-        .run(sh(r#"printf '%s|%s' "$#" "$1""#, &["a"], json!({"use_stdin": false})), "d")
+        .run(
+            sh(
+                r#"printf '%s|%s' "$#" "$1""#,
+                &["a"],
+                json!({"use_stdin": false}),
+            ),
+            "d",
+        )
         .await;
     assert_eq!(pass(out)["raw"], "2|a");
 }
@@ -112,7 +140,14 @@ async fn stderr_is_capped_in_plain_mode() {
         ..Default::default()
     });
     let (_, out) = h
-        .run(sh("head -c 3000000 /dev/zero | tr '\\0' e >&2; echo done", &[], json!({})), "x")
+        .run(
+            sh(
+                "head -c 3000000 /dev/zero | tr '\\0' e >&2; echo done",
+                &[],
+                json!({}),
+            ),
+            "x",
+        )
         .await;
     let v = pass(out);
     assert_eq!(v["raw"], "done");
@@ -127,7 +162,9 @@ async fn missing_program_is_internal_spawn_failure() {
         .await;
     let text = failed(out);
     assert!(text.starts_with("internal: spawn failed: "), "{text}");
-    let (_, out) = h.run(json!({"program": "mse-no-such-program-on-path"}), "x").await;
+    let (_, out) = h
+        .run(json!({"program": "mse-no-such-program-on-path"}), "x")
+        .await;
     assert!(failed(out).starts_with("internal: spawn failed: "));
     // The failed spawn leaves the task terminal.
     let st = h.engine.task_snapshot(&tid).unwrap();

@@ -21,7 +21,8 @@ fn finals(tail: &[OutputEvent]) -> Vec<(Value, bool)> {
         .collect()
 }
 
-const FINAL_PAGES: &str = r#"{"type":"final","content":{"kind":"inline","value":{"pages":3}},"ok":true}"#;
+const FINAL_PAGES: &str =
+    r#"{"type":"final","content":{"kind":"inline","value":{"pages":3}},"ok":true}"#;
 
 #[tokio::test]
 async fn ndjson_progress_and_final() {
@@ -41,9 +42,17 @@ echo '{FINAL_PAGES}'"#
     assert_eq!(
         tail,
         vec![
-            OutputEvent::Progress { stage: "fetch".into(), note: None },
-            OutputEvent::Progress { stage: "parse".into(), note: Some("n".into()) },
-            OutputEvent::Partial { chunk: ContentRef::Inline { value: json!("c") } },
+            OutputEvent::Progress {
+                stage: "fetch".into(),
+                note: None
+            },
+            OutputEvent::Progress {
+                stage: "parse".into(),
+                note: Some("n".into())
+            },
+            OutputEvent::Partial {
+                chunk: ContentRef::Inline { value: json!("c") }
+            },
             OutputEvent::Artifact {
                 name: "a".into(),
                 content: ContentRef::FileRef {
@@ -68,7 +77,10 @@ while [ ! -e "$1" ]; do sleep 0.02; done
 echo '{FINAL_PAGES}'"#
     );
     let (tid, task) = h.run_in_background(sh(&script, &[go.to_str().unwrap()], ndjson()), "x");
-    assert_eq!(h.wait_progress(&tid, Duration::from_secs(10)).await, "started");
+    assert_eq!(
+        h.wait_progress(&tid, Duration::from_secs(10)).await,
+        "started"
+    );
     assert!(!task.is_finished());
     std::fs::write(&go, b"").unwrap();
     assert_eq!(pass(task.await.unwrap()), json!({"pages": 3}));
@@ -78,9 +90,13 @@ echo '{FINAL_PAGES}'"#
 #[tokio::test]
 async fn file_ref_final_becomes_value() {
     let h = Harness::new();
-    let script = r#"echo '{"type":"final","content":{"kind":"file_ref","path":"/o.bin"},"ok":true}'"#;
+    let script =
+        r#"echo '{"type":"final","content":{"kind":"file_ref","path":"/o.bin"},"ok":true}'"#;
     let (_, out) = h.run(sh(script, &[], ndjson()), "x").await;
-    assert_eq!(pass(out), json!({"file_ref": "/o.bin", "mime": null, "size_hint": null}));
+    assert_eq!(
+        pass(out),
+        json!({"file_ref": "/o.bin", "mime": null, "size_hint": null})
+    );
 }
 
 #[tokio::test]
@@ -90,7 +106,10 @@ async fn last_final_wins() {
 echo '{"type":"final","content":{"kind":"inline","value":2},"ok":true}'"#;
     let (tid, out) = h.run(sh(script, &[], ndjson()), "x").await;
     assert_eq!(pass(out), json!(2));
-    assert_eq!(finals(&h.tail(&tid)), vec![(json!(1), false), (json!(2), true)]);
+    assert_eq!(
+        finals(&h.tail(&tid)),
+        vec![(json!(1), false), (json!(2), true)]
+    );
 }
 
 #[tokio::test]
@@ -172,7 +191,14 @@ printf 'data: {"type":"final",\ndata: "content":{"kind":"inline","value":\ndata:
 async fn sse_invalid_utf8_fails_the_worker() {
     let h = Harness::new();
     let (_, out) = h
-        .run(sh(r"printf 'data: \377\n\n'", &[], json!({"stream_mode": "sse_events"})), "x")
+        .run(
+            sh(
+                r"printf 'data: \377\n\n'",
+                &[],
+                json!({"stream_mode": "sse_events"}),
+            ),
+            "x",
+        )
         .await;
     let text = failed(out);
     assert!(text.starts_with("sse read: "), "{text}");
@@ -190,7 +216,11 @@ async fn run_frames(h: &Harness, bytes: &[u8], after: &str) -> (mse_engine::Task
     let file = dir.join("frames.bin");
     std::fs::write(&file, bytes).unwrap();
     let script = format!(r#"cat "$1"; {after}"#);
-    let spec = sh(&script, &[file.to_str().unwrap()], json!({"stream_mode": "length_prefixed"}));
+    let spec = sh(
+        &script,
+        &[file.to_str().unwrap()],
+        json!({"stream_mode": "length_prefixed"}),
+    );
     let r = h.run(spec, "x").await;
     std::fs::remove_dir_all(dir).unwrap();
     r
@@ -201,10 +231,14 @@ async fn length_prefixed_frames_until_zero_terminator() {
     let h = Harness::new();
     let mut bytes = frame(br#"{"type":"progress","stage":"p"}"#);
     bytes.extend(frame(b"{ not json"));
-    bytes.extend(frame(br#"{"type":"final","content":{"kind":"inline","value":"v"},"ok":true}"#));
+    bytes.extend(frame(
+        br#"{"type":"final","content":{"kind":"inline","value":"v"},"ok":true}"#,
+    ));
     bytes.extend(0u32.to_be_bytes());
     // Ignored after the terminator.
-    bytes.extend(frame(br#"{"type":"final","content":{"kind":"inline","value":"late"},"ok":true}"#));
+    bytes.extend(frame(
+        br#"{"type":"final","content":{"kind":"inline","value":"late"},"ok":true}"#,
+    ));
     // The child keeps writing after the terminator: it must not block on a full pipe.
     let (tid, out) = run_frames(&h, &bytes, "head -c 3000000 /dev/zero").await;
     assert_eq!(pass(out), json!("v"));
@@ -242,7 +276,11 @@ async fn chatty_stderr_does_not_deadlock_streaming() {
 async fn stdin_reader_gets_eof_when_directive_is_an_arg() {
     let h = Harness::new();
     let script = format!("cat; echo '{FINAL_PAGES}'");
-    let spec = sh(&script, &[], json!({"stream_mode": "ndjson_lines", "use_stdin": false}));
+    let spec = sh(
+        &script,
+        &[],
+        json!({"stream_mode": "ndjson_lines", "use_stdin": false}),
+    );
     let (_, out) = tokio::time::timeout(Duration::from_secs(30), h.run(spec, "x"))
         .await
         .expect("stdin closed");

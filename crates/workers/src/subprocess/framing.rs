@@ -30,7 +30,12 @@ async fn next_line<R: AsyncBufRead + Unpin>(
     }
     String::from_utf8(std::mem::take(buf))
         .map(Some)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"))
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            )
+        })
 }
 
 /// `ndjson_lines`: one event per line; lines trimmed, blank lines skipped.

@@ -49,7 +49,15 @@
 //! Each child leads a new process group. When the attempt ends — normally, on a limit,
 //! on an error, or because the spawner future was dropped (task cancelled, fanout branch
 //! abandoned) — the whole group is sent `SIGKILL` and the child is reaped, so no
-//! background process it started survives the attempt.
+//! background process it started survives the attempt. A descendant that deliberately
+//! leaves the group (`setsid`, `setpgid`) escapes this; the wall-time limit still ends
+//! the attempt itself.
+//!
+//! Plain mode reads stdout and stderr to EOF and awaits the exit (like the reference).
+//! Streaming modes await the exit once their framing stops, draining (and still
+//! counting) any further stdout meanwhile so the child cannot block on a full pipe.
+//! stdin is fed concurrently with reading stdout; a child that exits without reading it
+//! (EPIPE) is not an error.
 
 mod framing;
 mod process;
@@ -189,12 +197,18 @@ mod tests {
     #[test]
     fn parse_defaults_and_nulls() {
         let s = ShellSpec::parse(&json!({"program": "x"})).unwrap();
-        assert_eq!((s.args.len(), s.use_stdin, s.mode), (0, true, StreamMode::Plain));
+        assert_eq!(
+            (s.args.len(), s.use_stdin, s.mode),
+            (0, true, StreamMode::Plain)
+        );
         let s = ShellSpec::parse(
             &json!({"program": "x", "args": null, "use_stdin": null, "stream_mode": null}),
         )
         .unwrap();
-        assert_eq!((s.args.len(), s.use_stdin, s.mode), (0, true, StreamMode::Plain));
+        assert_eq!(
+            (s.args.len(), s.use_stdin, s.mode),
+            (0, true, StreamMode::Plain)
+        );
         let s = ShellSpec::parse(
             &json!({"program": "x", "args": ["a", "b"], "use_stdin": false, "stream_mode": "sse_events"}),
         )

@@ -130,7 +130,11 @@ pub(crate) struct CappedReader<R> {
 
 impl<R> CappedReader<R> {
     pub fn new(inner: R, max: usize) -> Self {
-        Self { inner, read: 0, max }
+        Self {
+            inner,
+            read: 0,
+            max,
+        }
     }
 }
 
@@ -149,6 +153,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for CappedReader<R> {
             Poll::Ready(Ok(())) => {
                 this.read += buf.filled().len() - before;
                 if this.read > this.max {
+                    // Readers expect an error not to come with data.
+                    buf.set_filled(before);
                     return Poll::Ready(Err(io::Error::other(OutputLimitExceeded)));
                 }
                 Poll::Ready(Ok(()))
@@ -176,7 +182,10 @@ pub(crate) async fn drain_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> 
 
 /// Writes the directive and closes stdin. A child closing its stdin early (EPIPE) is
 /// not an error.
-pub(crate) async fn feed_stdin(stdin: Option<ChildStdin>, data: std::sync::Arc<str>) -> io::Result<()> {
+pub(crate) async fn feed_stdin(
+    stdin: Option<ChildStdin>,
+    data: std::sync::Arc<str>,
+) -> io::Result<()> {
     let Some(mut stdin) = stdin else {
         return Ok(());
     };

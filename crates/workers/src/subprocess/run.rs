@@ -44,9 +44,12 @@ impl SubprocessSpawner {
         let mut group = ProcessGroup::spawn(&mut cmd)
             .map_err(|e| SpawnError::internal(format!("spawn failed: {e}")))?;
         let child = group.child();
-        let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
-            return Err(SpawnError::internal("spawn failed: missing stdout/stderr pipe"));
+            return Err(SpawnError::internal(
+                "spawn failed: missing stdout/stderr pipe",
+            ));
         };
         // Declared after `group` so they are dropped (aborted) before it kills the group.
         let stderr_task = AbortOnDrop(tokio::spawn(process::drain_capped(
@@ -79,9 +82,10 @@ impl SubprocessSpawner {
                     ctx.emit(ev);
                 };
                 let (res, what) = match mode {
-                    StreamMode::NdjsonLines => {
-                        (framing::ndjson(&mut stdout, &mut on_event).await, "ndjson read")
-                    }
+                    StreamMode::NdjsonLines => (
+                        framing::ndjson(&mut stdout, &mut on_event).await,
+                        "ndjson read",
+                    ),
                     StreamMode::SseEvents => {
                         (framing::sse(&mut stdout, &mut on_event).await, "sse read")
                     }
