@@ -32,7 +32,9 @@
 //! cancels the work (§7.3).
 //!
 //! Values are `serde_json::Value` without `preserve_order`: object keys are kept
-//! sorted and integers and floats stay distinct (§1).
+//! sorted and integers and floats stay distinct (§1). This crate enables
+//! serde_json's `float_roundtrip` so that parsing then serializing a float is exact
+//! (the default parser can be off by one ulp, which would change canonical forms).
 
 mod error;
 mod eval;
