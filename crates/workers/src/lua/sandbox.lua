@@ -37,13 +37,9 @@ end
 
 -- Library tables are copied so the originals (e.g. the string metatable's __index)
 -- are never reachable from a script.
-local function lib(name, t, only)
+local function lib(name, t)
   local c = {}
-  if only then
-    for _, k in ipairs(only) do c[k] = t[k] end
-  else
-    for k, v in next, t do c[k] = v end
-  end
+  for k, v in next, t do c[k] = v end
   return readonly(name, c)
 end
 
@@ -116,6 +112,22 @@ local function print(...)
   log(concat(parts, "\t"))
 end
 
+-- Removed functions that scripts commonly call get a stub with a clear message.
+local function disabled(name)
+  return function()
+    error(name .. " is not available in the Lua sandbox", 2)
+  end
+end
+
+local os_safe = {}
+for _, k in ipairs({ "time", "clock", "date", "difftime" }) do os_safe[k] = os[k] end
+for _, k in ipairs({ "execute", "exit", "getenv", "remove", "rename", "tmpname", "setlocale" }) do
+  os_safe[k] = disabled("os." .. k)
+end
+local string_safe = {}
+for k, v in next, string do string_safe[k] = v end
+string_safe.dump = disabled("string.dump")
+
 local base = {
   assert = assert, error = error, getmetatable = getmetatable, ipairs = ipairs,
   next = next, pairs = pairs, rawequal = rawequal, rawget = rawget, rawlen = rawlen,
@@ -123,12 +135,13 @@ local base = {
   _VERSION = _VERSION,
   pcall = pcall, xpcall = xpcall, load = load, collectgarbage = collectgarbage,
   setmetatable = setmetatable, rawset = rawset, print = print,
-  string = lib("string", string),
+  string = readonly("string", string_safe),
   table = lib("table", table),
   math = lib("math", math),
   utf8 = lib("utf8", utf8),
   coroutine = readonly("coroutine", co),
-  os = lib("os", os, { "time", "clock", "date", "difftime" }),
+  os = readonly("os", os_safe),
+  require = disabled("require"), dofile = disabled("dofile"), loadfile = disabled("loadfile"),
 }
 
 -- Per-dispatch environments inherit `base`; their metatable is hidden and fixed.
