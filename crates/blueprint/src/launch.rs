@@ -83,8 +83,8 @@ pub enum LaunchError {
     Compile(#[from] CompileError),
     #[error("flow eval: {0}")]
     Flow(FlowError),
-    #[error("run exceeded its TTL of {0} s")]
-    Timeout(u64),
+    #[error("run exceeded its TTL of {0:?}")]
+    Timeout(Duration),
     #[error("too many concurrent runs (limit {0})")]
     Busy(usize),
 }
@@ -140,8 +140,11 @@ impl Launcher {
         let bp = &compiled.blueprint;
         let ttl = req.ttl.min(self.cfg.max_ttl);
         let spawner = self.link(compiled);
+        // Token lifetimes are whole seconds: round up so a sub-second TTL still runs.
+        let token_ttl = Duration::from_secs(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0));
         let attached = self.engine.attach(
-            AttachRequest::new(req.operator_id.clone(), Role::Operator, ttl).profile(session_profile(bp, &req)),
+            AttachRequest::new(req.operator_id.clone(), Role::Operator, token_ttl)
+                .profile(session_profile(bp, &req)),
         );
         let dispatcher = EngineDispatcher {
             engine: self.engine.clone(),
@@ -157,7 +160,7 @@ impl Launcher {
                 session_id: attached.session_id,
             }),
             Ok(Err(e)) => Err(LaunchError::Flow(e)),
-            Err(_) => Err(LaunchError::Timeout(ttl.as_secs())),
+            Err(_) => Err(LaunchError::Timeout(ttl)),
         }
     }
 

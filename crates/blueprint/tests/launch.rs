@@ -104,7 +104,7 @@ async fn ttl_bounds_the_run_and_cancels_its_task() {
     let bp = json!({"id":"t","flow":step("s", json!({"op":"lit","value":"5000"}), "$.r"),"agents":[agent("s","sleep")]});
     let t0 = std::time::Instant::now();
     let err = h.run_req(bp, RunRequest::new(json!({}), Duration::from_millis(200))).await.unwrap_err();
-    assert_eq!(err, LaunchError::Timeout(0));
+    assert_eq!(err, LaunchError::Timeout(Duration::from_millis(200)));
     assert!(t0.elapsed() < Duration::from_secs(3));
     assert_eq!((started.load(Ordering::SeqCst), finished.load(Ordering::SeqCst)), (1, 0));
     let tasks: Vec<_> = h

@@ -58,7 +58,12 @@ async fn infinite_loops_hit_the_time_limit() {
 
 #[tokio::test]
 async fn memory_bombs_hit_the_memory_limit() {
-    let h = limited(1);
+    // a generous time limit: these must fail on memory even on a loaded machine
+    let h = Harness::new(LuaConfig {
+        pool_size: 1,
+        time_limit: Duration::from_secs(10),
+        memory_limit: 16 * MIB,
+    });
     let bombs = [
         "local s = 'x' while true do s = s .. s end",
         "local t = {} local i = 0 while true do i = i + 1 t[i] = {i, i, i} end",
@@ -78,7 +83,11 @@ async fn memory_bombs_hit_the_memory_limit() {
 
 #[tokio::test]
 async fn a_huge_ctx_is_a_memory_error_not_a_crash() {
-    let h = limited(1);
+    let h = Harness::new(LuaConfig {
+        pool_size: 1,
+        time_limit: Duration::from_secs(10),
+        memory_limit: 16 * MIB,
+    });
     let big = serde_json::to_string(&vec!["0123456789abcdef".repeat(4); 100_000]).unwrap();
     match h.inline("return #_CTX", &big).await {
         Got::Failed(text) => assert_eval_error(&text, MEM_MSG),
