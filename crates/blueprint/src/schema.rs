@@ -75,6 +75,16 @@ impl From<serde_json::Error> for SchemaError {
     }
 }
 
+/// Prefix serde's message with where it happened (`agents[0].kind: ...`).
+fn with_path(err: serde_path_to_error::Error<serde_json::Error>) -> SchemaError {
+    let path = err.path().to_string();
+    let inner = SchemaError::from(err.into_inner());
+    match inner {
+        SchemaError::Invalid(m) if path != "." => SchemaError::Invalid(format!("{path}: {m}")),
+        other => other,
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Enumerations (§5)
 // ---------------------------------------------------------------------------
@@ -316,12 +326,15 @@ fn flow_schema(_gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
 impl Blueprint {
     /// Parse a JSON document.
     pub fn from_json(bytes: &[u8]) -> Result<Blueprint, SchemaError> {
-        Ok(serde_json::from_slice(bytes)?)
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let bp = serde_path_to_error::deserialize(&mut de).map_err(with_path)?;
+        de.end()?;
+        Ok(bp)
     }
 
     /// Parse an already-decoded JSON value.
     pub fn from_value(value: Value) -> Result<Blueprint, SchemaError> {
-        Ok(serde_json::from_value(value)?)
+        serde_path_to_error::deserialize(value).map_err(with_path)
     }
 
     /// Serialize to a JSON value (all defaults written out).

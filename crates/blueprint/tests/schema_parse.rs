@@ -847,3 +847,18 @@ fn error_classification() {
     assert!(matches!(e, SchemaError::Invalid(_)), "{e:?}");
     assert_names(&e.to_string(), "invalid type: string");
 }
+
+#[test]
+fn errors_name_where_they_happened() {
+    let err = mse_blueprint::Blueprint::from_value(serde_json::json!({
+        "id": "x", "flow": {"kind": "seq", "children": []}, "agents": null
+    }))
+    .unwrap_err();
+    assert!(err.to_string().starts_with("agents: invalid type: null"), "{err}");
+    let err = mse_blueprint::Blueprint::from_value(serde_json::json!({
+        "id": "x", "flow": {"kind": "seq", "children": []},
+        "agents": [{"name": "a", "kind": "rust_fn"}, {"name": "b", "kind": "Lua"}]
+    }))
+    .unwrap_err();
+    assert!(err.to_string().starts_with("agents[1].kind: unknown variant `Lua`"), "{err}");
+}
