@@ -63,7 +63,11 @@ impl Harness {
     /// One engine task + attempt through `spawner`.
     pub async fn dispatch_with(&self, spawner: &dyn Spawner, agent: &str, directive: &str) -> Got {
         let tid = self.start(agent, directive);
-        match self.engine.dispatch_attempt(&self.token, &tid, spawner).await {
+        match self
+            .engine
+            .dispatch_attempt(&self.token, &tid, spawner)
+            .await
+        {
             Ok(DispatchOutcome::Pass(v)) => Got::Pass(v),
             Ok(DispatchOutcome::Blocked(v)) => Got::Blocked(v),
             Err(EngineError::DispatchFailed(text)) => Got::Failed(text),
@@ -79,7 +83,8 @@ impl Harness {
 
     /// Dispatch an inline script as agent `a`.
     pub async fn inline(&self, source: &str, directive: &str) -> Got {
-        self.dispatch("a", json!({ "source": source }), directive).await
+        self.dispatch("a", json!({ "source": source }), directive)
+            .await
     }
 
     /// Inline dispatch that must pass; returns the value.
@@ -105,5 +110,8 @@ pub fn assert_eval_error(text: &str, needle: &str) {
         text.starts_with("worker fn returned error: lua eval [inline:a]: "),
         "not a lua eval error: {text}"
     );
-    assert!(text.contains(needle), "{text:?} does not mention {needle:?}");
+    assert!(
+        text.contains(needle),
+        "{text:?} does not mention {needle:?}"
+    );
 }

@@ -51,7 +51,10 @@ async fn infinite_loops_hit_the_time_limit() {
         let took = t0.elapsed();
         assert_eval_error(&text, TIME_MSG);
         assert!(took < Duration::from_millis(1500), "{src}: took {took:?}");
-        assert!(took >= Duration::from_millis(190), "{src}: stopped too early ({took:?})");
+        assert!(
+            took >= Duration::from_millis(190),
+            "{src}: stopped too early ({took:?})"
+        );
     }
     assert_eq!(h.pass("return 'alive'", "").await, json!("alive"));
 }
@@ -77,7 +80,11 @@ async fn memory_bombs_hit_the_memory_limit() {
         let text = h.fail(src).await;
         assert_eval_error(&text, MEM_MSG);
         // the next dispatch on the same single-thread pool works
-        assert_eq!(h.pass("return #string.rep('y', 1024 * 1024)", "").await, json!(1024 * 1024), "after {src}");
+        assert_eq!(
+            h.pass("return #string.rep('y', 1024 * 1024)", "").await,
+            json!(1024 * 1024),
+            "after {src}"
+        );
     }
 }
 
@@ -103,7 +110,10 @@ async fn cancelling_the_task_stops_the_script() {
         time_limit: Duration::from_secs(30),
         memory_limit: 16 * MIB,
     });
-    let spawner = h.factory.build("spin", &json!({"source": "while true do end"})).unwrap();
+    let spawner = h
+        .factory
+        .build("spin", &json!({"source": "while true do end"}))
+        .unwrap();
     let tid = h.start("spin", "");
     let engine = h.engine.clone();
     let cancel_tid = tid.clone();
@@ -112,14 +122,24 @@ async fn cancelling_the_task_stops_the_script() {
         engine.cancel_task_trusted(&cancel_tid).unwrap();
     });
     let t0 = Instant::now();
-    let r = h.engine.dispatch_attempt(&h.token, &tid, spawner.as_ref()).await;
+    let r = h
+        .engine
+        .dispatch_attempt(&h.token, &tid, spawner.as_ref())
+        .await;
     canceller.await.unwrap();
-    assert!(matches!(r, Err(mse_engine::EngineError::DispatchFailed(ref t)) if t == "cancelled"), "{r:?}");
+    assert!(
+        matches!(r, Err(mse_engine::EngineError::DispatchFailed(ref t)) if t == "cancelled"),
+        "{r:?}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(2));
     // the single VM thread is free again almost at once
     let t1 = Instant::now();
     assert_eq!(h.pass("return 'next'", "").await, json!("next"));
-    assert!(t1.elapsed() < Duration::from_millis(500), "pool busy for {:?}", t1.elapsed());
+    assert!(
+        t1.elapsed() < Duration::from_millis(500),
+        "pool busy for {:?}",
+        t1.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -129,21 +149,41 @@ async fn dropping_the_future_stops_the_script() {
         time_limit: Duration::from_secs(30),
         memory_limit: 16 * MIB,
     });
-    let spin = h.factory.prepare("spin", &json!({"source": "while true do end"})).unwrap();
-    let r = tokio::time::timeout(Duration::from_millis(100), h.factory.run(&spin, LuaInputs::new("spin", ""))).await;
+    let spin = h
+        .factory
+        .prepare("spin", &json!({"source": "while true do end"}))
+        .unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_millis(100),
+        h.factory.run(&spin, LuaInputs::new("spin", "")),
+    )
+    .await;
     assert!(r.is_err(), "the loop cannot finish");
-    let quick = h.factory.prepare("q", &json!({"source": "return 2"})).unwrap();
+    let quick = h
+        .factory
+        .prepare("q", &json!({"source": "return 2"}))
+        .unwrap();
     let t0 = Instant::now();
-    assert_eq!(h.factory.run(&quick, LuaInputs::new("q", "")).await, Ok((json!(2), true)));
-    assert!(t0.elapsed() < Duration::from_millis(500), "pool busy for {:?}", t0.elapsed());
+    assert_eq!(
+        h.factory.run(&quick, LuaInputs::new("q", "")).await,
+        Ok((json!(2), true))
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "pool busy for {:?}",
+        t0.elapsed()
+    );
 }
 
 fn sleeper() -> BTreeMap<String, HostBridge> {
     let mut b: BTreeMap<String, HostBridge> = BTreeMap::new();
-    b.insert("sleep_ms".into(), Arc::new(|v: Value| {
-        std::thread::sleep(Duration::from_millis(v.as_u64().unwrap_or(0)));
-        Ok(Value::Null)
-    }));
+    b.insert(
+        "sleep_ms".into(),
+        Arc::new(|v: Value| {
+            std::thread::sleep(Duration::from_millis(v.as_u64().unwrap_or(0)));
+            Ok(Value::Null)
+        }),
+    );
     b
 }
 
@@ -155,11 +195,14 @@ async fn queue_time_does_not_count() {
         time_limit: Duration::from_millis(250),
         memory_limit: 16 * MIB,
     });
-    h.factory.register_script("nap", LuaScript {
-        label: "nap".into(),
-        source: "host.sleep_ms(150) return _CTX".into(),
-        bridges: sleeper(),
-    });
+    h.factory.register_script(
+        "nap",
+        LuaScript {
+            label: "nap".into(),
+            source: "host.sleep_ms(150) return _CTX".into(),
+            bridges: sleeper(),
+        },
+    );
     let nap = h.factory.prepare("n", &json!({"fn_id": "nap"})).unwrap();
     let runs = (0..3).map(|i| h.factory.run(&nap, LuaInputs::new("n", i.to_string())));
     let results = futures::future::join_all(runs).await;
@@ -173,18 +216,33 @@ async fn queue_time_does_not_count() {
 #[tokio::test]
 async fn stuck_in_c_still_times_out_and_the_pool_recovers() {
     let h = limited(1);
-    h.factory.register_script("stuck", LuaScript {
-        label: "stuck".into(),
-        source: "host.sleep_ms(1500) return 'late'".into(),
-        bridges: sleeper(),
-    });
+    h.factory.register_script(
+        "stuck",
+        LuaScript {
+            label: "stuck".into(),
+            source: "host.sleep_ms(1500) return 'late'".into(),
+            bridges: sleeper(),
+        },
+    );
     let t0 = Instant::now();
     let got = h.dispatch("s", json!({"fn_id": "stuck"}), "").await;
     let took = t0.elapsed();
-    let Got::Failed(text) = got else { panic!("{got:?}") };
-    assert_eq!(text, format!("worker fn returned error: lua eval [stuck]: {TIME_MSG}"));
+    let Got::Failed(text) = got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        text,
+        format!("worker fn returned error: lua eval [stuck]: {TIME_MSG}")
+    );
     assert!(took < Duration::from_millis(800), "took {took:?}");
     let t1 = Instant::now();
-    assert_eq!(h.pass("return 'replacement'", "").await, json!("replacement"));
-    assert!(t1.elapsed() < Duration::from_millis(500), "pool busy for {:?}", t1.elapsed());
+    assert_eq!(
+        h.pass("return 'replacement'", "").await,
+        json!("replacement")
+    );
+    assert!(
+        t1.elapsed() < Duration::from_millis(500),
+        "pool busy for {:?}",
+        t1.elapsed()
+    );
 }

@@ -13,37 +13,112 @@ async fn escapes_fail_with_clear_messages() {
     let cases = [
         ("io.open('/etc/passwd')", "(global 'io')"),
         ("io.popen('id')", "(global 'io')"),
-        ("os.execute('touch /tmp/pwned')", "os.execute is not available in the Lua sandbox"),
+        (
+            "os.execute('touch /tmp/pwned')",
+            "os.execute is not available in the Lua sandbox",
+        ),
         ("os.exit(1)", "os.exit is not available in the Lua sandbox"),
-        ("return os.getenv('HOME')", "os.getenv is not available in the Lua sandbox"),
-        ("os.remove('/tmp/x')", "os.remove is not available in the Lua sandbox"),
-        ("os.rename('/tmp/x', '/tmp/y')", "os.rename is not available in the Lua sandbox"),
-        ("return os.tmpname()", "os.tmpname is not available in the Lua sandbox"),
-        ("require 'ffi'", "require is not available in the Lua sandbox"),
-        ("package.loadlib('libc.so.6', 'system')", "(global 'package')"),
-        ("dofile('/etc/passwd')", "dofile is not available in the Lua sandbox"),
-        ("loadfile('/etc/passwd')", "loadfile is not available in the Lua sandbox"),
-        ("return string.dump(function() end)", "string.dump is not available in the Lua sandbox"),
-        ("return load(string.dump(function() end))", "string.dump is not available in the Lua sandbox"),
-        ("return ('x').dump(print)", "attempt to call a nil value (field 'dump')"),
-        ("assert(load('\\27Lua\\84\\0'))", "attempt to load a binary chunk (mode is 't')"),
-        ("assert(load('\\27Lua', 'x', 'b'))", "attempt to load a binary chunk (mode is 't')"),
-        ("assert(load('\\27Lua', 'x', 'b', {}))", "attempt to load a binary chunk (mode is 't')"),
+        (
+            "return os.getenv('HOME')",
+            "os.getenv is not available in the Lua sandbox",
+        ),
+        (
+            "os.remove('/tmp/x')",
+            "os.remove is not available in the Lua sandbox",
+        ),
+        (
+            "os.rename('/tmp/x', '/tmp/y')",
+            "os.rename is not available in the Lua sandbox",
+        ),
+        (
+            "return os.tmpname()",
+            "os.tmpname is not available in the Lua sandbox",
+        ),
+        (
+            "require 'ffi'",
+            "require is not available in the Lua sandbox",
+        ),
+        (
+            "package.loadlib('libc.so.6', 'system')",
+            "(global 'package')",
+        ),
+        (
+            "dofile('/etc/passwd')",
+            "dofile is not available in the Lua sandbox",
+        ),
+        (
+            "loadfile('/etc/passwd')",
+            "loadfile is not available in the Lua sandbox",
+        ),
+        (
+            "return string.dump(function() end)",
+            "string.dump is not available in the Lua sandbox",
+        ),
+        (
+            "return load(string.dump(function() end))",
+            "string.dump is not available in the Lua sandbox",
+        ),
+        (
+            "return ('x').dump(print)",
+            "attempt to call a nil value (field 'dump')",
+        ),
+        (
+            "assert(load('\\27Lua\\84\\0'))",
+            "attempt to load a binary chunk (mode is 't')",
+        ),
+        (
+            "assert(load('\\27Lua', 'x', 'b'))",
+            "attempt to load a binary chunk (mode is 't')",
+        ),
+        (
+            "assert(load('\\27Lua', 'x', 'b', {}))",
+            "attempt to load a binary chunk (mode is 't')",
+        ),
         ("debug.sethook()", "(global 'debug')"),
-        ("collectgarbage('stop')", "collectgarbage('stop') is not allowed in the sandbox"),
-        ("collectgarbage('generational')", "is not allowed in the sandbox"),
-        ("setmetatable({}, {__gc = print})", "__gc metamethods are not allowed"),
-        ("setmetatable({}, {__gc = true})", "__gc metamethods are not allowed"),
-        ("string.upper = nil", "attempt to modify read-only table 'string' (key 'upper')"),
-        ("rawset(string, 'upper', print)", "rawset: attempt to modify a read-only table"),
-        ("setmetatable(string, nil)", "cannot change a protected metatable"),
-        ("getmetatable('').__index.upper = print", "attempt to index a boolean value"),
-        ("setmetatable(_G, nil)", "cannot change a protected metatable"),
+        (
+            "collectgarbage('stop')",
+            "collectgarbage('stop') is not allowed in the sandbox",
+        ),
+        (
+            "collectgarbage('generational')",
+            "is not allowed in the sandbox",
+        ),
+        (
+            "setmetatable({}, {__gc = print})",
+            "__gc metamethods are not allowed",
+        ),
+        (
+            "setmetatable({}, {__gc = true})",
+            "__gc metamethods are not allowed",
+        ),
+        (
+            "string.upper = nil",
+            "attempt to modify read-only table 'string' (key 'upper')",
+        ),
+        (
+            "rawset(string, 'upper', print)",
+            "rawset: attempt to modify a read-only table",
+        ),
+        (
+            "setmetatable(string, nil)",
+            "cannot change a protected metatable",
+        ),
+        (
+            "getmetatable('').__index.upper = print",
+            "attempt to index a boolean value",
+        ),
+        (
+            "setmetatable(_G, nil)",
+            "cannot change a protected metatable",
+        ),
         ("table.insert = nil", "read-only table 'table'"),
         ("math.pi = 3", "read-only table 'math'"),
         ("coroutine.resume = nil", "read-only table 'coroutine'"),
         ("os.time = nil", "read-only table 'os'"),
-        ("setmetatable(_CTX, nil)", "cannot change a protected metatable"),
+        (
+            "setmetatable(_CTX, nil)",
+            "cannot change a protected metatable",
+        ),
         ("warn('@on')", "(global 'warn')"),
     ];
     for (src, needle) in cases {
@@ -89,7 +164,10 @@ async fn load_defaults_to_the_dispatch_environment() {
         load("y = x + 1")()
         local sealed = load("return x", "=s", "t", {})()
         return {y = y, via_g = _G.y, sealed = sealed == nil}"#;
-    assert_eq!(h.pass(src, "").await, json!({"y": 6, "via_g": 6, "sealed": true}));
+    assert_eq!(
+        h.pass(src, "").await,
+        json!({"y": 6, "via_g": 6, "sealed": true})
+    );
 }
 
 /// One thread, so every dispatch below runs on the same VM.
@@ -131,7 +209,10 @@ async fn cached_chunk_gets_a_fresh_environment() {
     let h = Harness::single();
     let spawner = h
         .factory
-        .build("counter", &json!({"source": "counter = (counter or 0) + 1 return counter"}))
+        .build(
+            "counter",
+            &json!({"source": "counter = (counter or 0) + 1 return counter"}),
+        )
         .unwrap();
     for _ in 0..3 {
         assert_eq!(
@@ -140,7 +221,15 @@ async fn cached_chunk_gets_a_fresh_environment() {
         );
     }
     // the same source under another agent, and a different source, interleaved
-    assert_eq!(h.dispatch("other", json!({"source": "counter = (counter or 0) + 1 return counter"}), "").await, common::Got::Pass(json!(1)));
+    assert_eq!(
+        h.dispatch(
+            "other",
+            json!({"source": "counter = (counter or 0) + 1 return counter"}),
+            ""
+        )
+        .await,
+        common::Got::Pass(json!(1))
+    );
     assert_eq!(h.pass("return counter == nil", "").await, json!(true));
 }
 
@@ -151,4 +240,44 @@ async fn errors_do_not_poison_the_pool() {
     let text = h.fail("leak = 1 error('x')").await;
     assert_eval_error(&text, "inline:a:1: x");
     assert_eq!(h.pass("return leak == nil", "").await, json!(true));
+}
+
+/// Many dispatches in flight on a multi-thread pool never see each other's globals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_dispatches_stay_isolated() {
+    let h = Harness::new(mse_workers::lua::LuaConfig {
+        pool_size: 3,
+        ..Default::default()
+    });
+    let spawner = h
+        .factory
+        .build(
+            "iso",
+            &json!({"source": r#"
+                assert(mine == nil, "saw another dispatch's global")
+                mine = _CTX.i
+                for _ = 1, 2000 do assert(mine == _CTX.i) end
+                return {i = mine, task = _TASK_ID}
+            "#}),
+        )
+        .unwrap();
+    let runs = (0..64).map(|i| {
+        let h = &h;
+        let spawner = spawner.clone();
+        async move {
+            let directive = json!({ "i": i }).to_string();
+            (
+                i,
+                h.dispatch_with(spawner.as_ref(), "iso", &directive).await,
+            )
+        }
+    });
+    let mut tasks = std::collections::HashSet::new();
+    for (i, got) in futures::future::join_all(runs).await {
+        let common::Got::Pass(v) = got else {
+            panic!("{i}: {got:?}")
+        };
+        assert_eq!(v["i"], json!(i));
+        assert!(tasks.insert(v["task"].as_str().unwrap().to_string()));
+    }
 }

@@ -10,6 +10,7 @@
 use mlua::{Lua, Table, Value as LuaValue};
 use serde_json::{Map, Number, Value};
 use std::ffi::c_void;
+use std::fmt::Write as _;
 
 /// Deepest nesting converted in either direction (cycles are reported separately).
 pub(super) const MAX_DEPTH: usize = 256;
@@ -117,7 +118,7 @@ impl Walk {
         let base = at.len();
         for i in 1..=len {
             let item: LuaValue = t.raw_get(i).map_err(|e| format!("{at}: {e}"))?;
-            at.push_str(&format!("[{}]", i - 1));
+            let _ = write!(at, "[{}]", i - 1);
             out.push(self.value(&item, at)?);
             at.truncate(base);
         }

@@ -46,9 +46,9 @@ pub(super) const LUA_MEMERRMSG: &str = "not enough memory";
 fn human_bytes(n: usize) -> String {
     const KIB: usize = 1024;
     const MIB: usize = 1024 * 1024;
-    if n >= MIB && n % MIB == 0 {
+    if n >= MIB && n & (MIB - 1) == 0 {
         format!("{} MiB", n / MIB)
-    } else if n >= KIB && n % KIB == 0 {
+    } else if n >= KIB && n & (KIB - 1) == 0 {
         format!("{} KiB", n / KIB)
     } else {
         format!("{n} bytes")
@@ -109,7 +109,12 @@ impl Ctl {
 }
 
 /// Arm the limits for a dispatch starting now.
-pub(super) fn begin(start: Instant, time_limit: Duration, memory_limit: usize, cancel: Arc<AtomicBool>) {
+pub(super) fn begin(
+    start: Instant,
+    time_limit: Duration,
+    memory_limit: usize,
+    cancel: Arc<AtomicBool>,
+) {
     CTL.with(|c| {
         c.deadline.set(Some(start + time_limit));
         c.time_limit.set(time_limit);
@@ -146,7 +151,10 @@ pub(super) fn abort(a: Abort) -> String {
 ///
 /// Safety: called by Lua on this thread. `lua_error` long-jumps out of this frame,
 /// so every Rust value with a destructor is dropped before it.
-pub(super) unsafe extern "C-unwind" fn count_hook(l: *mut ffi::lua_State, _ar: *mut ffi::lua_Debug) {
+pub(super) unsafe extern "C-unwind" fn count_hook(
+    l: *mut ffi::lua_State,
+    _ar: *mut ffi::lua_Debug,
+) {
     let Some(msg) = poll() else { return };
     ffi::lua_pushlstring(l, msg.as_ptr().cast(), msg.len());
     drop(msg);

@@ -11,12 +11,13 @@
 //! replacement threads exist at a time.
 
 use super::limits;
+use super::queue::Queue;
 use super::vm::Vm;
 use super::{LuaConfig, LuaInputs, ScriptEntry};
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -43,26 +44,30 @@ struct Fate {
     replaced: bool,
 }
 
-/// What the worker threads share (not the sender: dropping the last factory handle
-/// closes the queue and the threads exit).
+/// What the worker threads share. Dropping the [`Pool`] (the last factory handle)
+/// closes the queue and the threads exit.
 struct Shared {
-    rx: Mutex<mpsc::Receiver<Job>>,
+    queue: Queue<Job>,
     cfg: LuaConfig,
     replacements: AtomicUsize,
     next_thread: AtomicUsize,
 }
 
 pub(super) struct Pool {
-    tx: mpsc::Sender<Job>,
     shared: Arc<Shared>,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.queue.close();
+    }
 }
 
 impl Pool {
     pub(super) fn new(cfg: LuaConfig) -> Self {
-        let (tx, rx) = mpsc::channel();
         let n = cfg.pool_size.max(1);
         let shared = Arc::new(Shared {
-            rx: Mutex::new(rx),
+            queue: Queue::new(),
             cfg,
             replacements: AtomicUsize::new(0),
             next_thread: AtomicUsize::new(0),
@@ -70,7 +75,7 @@ impl Pool {
         for _ in 0..n {
             spawn_thread(&shared);
         }
-        Self { tx, shared }
+        Self { shared }
     }
 
     pub(super) fn config(&self) -> &LuaConfig {
@@ -83,14 +88,28 @@ impl Pool {
         let state = Arc::new(JobState::default());
         let mut guard = CancelOnDrop(Some(state.cancel.clone()));
         let label = script.label.clone();
-        self.tx
-            .send(Job {
+        self.shared
+            .queue
+            .push(Job {
                 script,
                 inputs,
                 state: state.clone(),
                 reply,
             })
             .map_err(|_| format!("lua eval [{label}]: the Lua pool is shut down"))?;
+        // Fast path: small scripts finish within microseconds; poll (yielding to the
+        // runtime) before parking on the timer so the reply needs no wake-up.
+        let spin_until = Instant::now() + FAST_POLL;
+        while Instant::now() < spin_until {
+            match rx.try_recv() {
+                Ok(r) => {
+                    guard.0 = None;
+                    return r;
+                }
+                Err(oneshot::error::TryRecvError::Empty) => tokio::task::yield_now().await,
+                Err(oneshot::error::TryRecvError::Closed) => break,
+            }
+        }
         let limit = self.shared.cfg.time_limit;
         let budget = limit + grace(limit);
         let mut wait = budget;
@@ -144,6 +163,9 @@ impl Pool {
     }
 }
 
+/// How long `run` polls for the reply before parking.
+const FAST_POLL: Duration = Duration::from_micros(40);
+
 /// Extra time the async side grants the thread to report the hook's abort.
 fn grace(limit: Duration) -> Duration {
     Duration::from_millis(100) + limit / 10
@@ -174,9 +196,8 @@ fn worker(shared: Arc<Shared>) {
     let cfg = &shared.cfg;
     let mut vm = new_vm(cfg);
     loop {
-        let job = match shared.rx.lock().recv() {
-            Ok(job) => job,
-            Err(_) => return, // factory dropped
+        let Some(job) = shared.queue.pop() else {
+            return; // factory dropped
         };
         let Job {
             script,
@@ -195,7 +216,10 @@ fn worker(shared: Arc<Shared>) {
         let outcome = match vm.as_mut() {
             Some(v) => v.dispatch(&script, &inputs, cfg, start, state.cancel.clone()),
             None => super::vm::Outcome {
-                result: Err(format!("lua eval [{}]: cannot create a Lua VM", script.label)),
+                result: Err(format!(
+                    "lua eval [{}]: cannot create a Lua VM",
+                    script.label
+                )),
                 keep_vm: false,
             },
         };

@@ -85,7 +85,12 @@ impl Vm {
         // Safety: plain C API calls on the VM's own state, inside mlua's protected call.
         unsafe {
             lua.exec_raw::<()>((), |state| {
-                ffi::lua_sethook(state, Some(limits::count_hook), ffi::LUA_MASKCOUNT, HOOK_EVERY);
+                ffi::lua_sethook(
+                    state,
+                    Some(limits::count_hook),
+                    ffi::LUA_MASKCOUNT,
+                    HOOK_EVERY,
+                );
             })?;
         }
         lua.set_memory_limit(cfg.memory_limit)?;
@@ -114,11 +119,14 @@ impl Vm {
         let abort = limits::end();
         let label = &script.label;
         let eval = |msg: &str| format!("lua eval [{label}]: {msg}");
-        match r {
-            _ if abort.is_some() => Outcome {
-                result: Err(eval(&abort_message(abort.unwrap_or(Abort::Time), cfg))),
+        if let Some(a) = abort {
+            // Whatever the script made of the error, the abort decides the verdict.
+            return Outcome {
+                result: Err(eval(&abort_message(a, cfg))),
                 keep_vm: false,
-            },
+            };
+        }
+        match r {
             Err(_) => Outcome {
                 result: Err(eval("internal panic while running the script")),
                 keep_vm: false,
