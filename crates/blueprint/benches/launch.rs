@@ -19,30 +19,45 @@ fn launcher() -> Launcher {
         task_retention: Duration::ZERO,
         ..Default::default()
     });
-    let f = SpawnerFactories::standard(&engine, RustFnRegistry::default(), LuaFactory::new(LuaConfig::default()), None);
+    let f = SpawnerFactories::standard(
+        &engine,
+        RustFnRegistry::default(),
+        LuaFactory::new(LuaConfig::default()),
+        None,
+    );
     Launcher::new(engine, f, LaunchConfig::default())
 }
 
 /// `STEPS` steps, each reading a small key and writing its result to one slot.
 fn flow_blueprint(agent: Value) -> Arc<Blueprint> {
     let step = json!({"kind":"step","ref":"w","in":{"op":"path","at":"$.small"},"out":{"op":"path","at":"$.result"}});
-    let bp = json!({"id":"bench","flow":{"kind":"seq","children":vec![step; STEPS]},"agents":[agent]});
+    let bp =
+        json!({"id":"bench","flow":{"kind":"seq","children":vec![step; STEPS]},"agents":[agent]});
     Arc::new(Blueprint::from_value(bp).unwrap())
 }
 
 fn ctx_of_size(bytes: usize) -> Value {
-    let filler: Vec<Value> = (0..bytes / 64).map(|i| json!(format!("{i:0>56}"))).collect();
+    let filler: Vec<Value> = (0..bytes / 64)
+        .map(|i| json!(format!("{i:0>56}")))
+        .collect();
     json!({"small": "x", "filler": filler})
 }
 
 fn bench_runs(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let launcher = launcher();
     let compiled_identity = launcher
-        .compile(&flow_blueprint(json!({"name":"w","kind":"rust_fn","spec":{"fn_id":"identity"}})))
+        .compile(&flow_blueprint(
+            json!({"name":"w","kind":"rust_fn","spec":{"fn_id":"identity"}}),
+        ))
         .unwrap();
     let compiled_lua = launcher
-        .compile(&flow_blueprint(json!({"name":"w","kind":"lua","spec":{"source":"return {v = _PROMPT}"}})))
+        .compile(&flow_blueprint(
+            json!({"name":"w","kind":"lua","spec":{"source":"return {v = _PROMPT}"}}),
+        ))
         .unwrap();
     let mut g = c.benchmark_group("run_1000_steps");
     g.sample_size(10);
@@ -52,7 +67,8 @@ fn bench_runs(c: &mut Criterion) {
             b.iter_batched(
                 || RunRequest::new(ctx.clone(), Duration::from_secs(600)),
                 |req| {
-                    rt.block_on(launcher.run_compiled(&compiled_identity, req)).unwrap();
+                    rt.block_on(launcher.run_compiled(&compiled_identity, req))
+                        .unwrap();
                     launcher.engine().sweep();
                 },
                 BatchSize::PerIteration,
@@ -64,7 +80,8 @@ fn bench_runs(c: &mut Criterion) {
         b.iter_batched(
             || RunRequest::new(ctx.clone(), Duration::from_secs(600)),
             |req| {
-                rt.block_on(launcher.run_compiled(&compiled_lua, req)).unwrap();
+                rt.block_on(launcher.run_compiled(&compiled_lua, req))
+                    .unwrap();
                 launcher.engine().sweep();
             },
             BatchSize::PerIteration,

@@ -61,7 +61,10 @@ pub struct CompiledBlueprint {
 }
 
 /// Compile `bp` with the given factories.
-pub fn compile(bp: &Arc<Blueprint>, factories: &SpawnerFactories) -> Result<CompiledBlueprint, CompileError> {
+pub fn compile(
+    bp: &Arc<Blueprint>,
+    factories: &SpawnerFactories,
+) -> Result<CompiledBlueprint, CompileError> {
     check_operator_refs(bp)?;
     let mut seen = HashSet::new();
     let mut routes = HashMap::new();
@@ -88,7 +91,12 @@ pub fn compile(bp: &Arc<Blueprint>, factories: &SpawnerFactories) -> Result<Comp
         routes.insert(agent.name.clone(), route);
     }
     if bp.strategy.strict_refs {
-        if let Some(missing) = bp.flow.step_refs().into_iter().find(|r| !routes.contains_key(*r)) {
+        if let Some(missing) = bp
+            .flow
+            .step_refs()
+            .into_iter()
+            .find(|r| !routes.contains_key(*r))
+        {
             return Err(CompileError::UnresolvedRef(missing.to_string()));
         }
     }
@@ -117,7 +125,8 @@ fn check_operator_refs(bp: &Blueprint) -> Result<(), CompileError> {
 fn unknown_kind_hint(kind: AgentKind) -> String {
     match kind {
         AgentKind::AgentBlock => {
-            " (agent_block workers need an LLM agent runtime, which this server does not configure)".into()
+            " (agent_block workers need an LLM agent runtime, which this server does not configure)"
+                .into()
         }
         _ => String::new(),
     }

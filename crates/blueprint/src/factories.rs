@@ -46,7 +46,10 @@ impl SpawnerFactories {
         let mut f = Self::empty();
         f.register(AgentKind::RustFn, Arc::new(RustFnKind(rust_fns)));
         f.register(AgentKind::Lua, Arc::new(LuaKind(lua)));
-        f.register(AgentKind::Operator, Arc::new(OperatorKindFactory(engine.clone())));
+        f.register(
+            AgentKind::Operator,
+            Arc::new(OperatorKindFactory(engine.clone())),
+        );
         match subprocess {
             Some(s) => f.register(AgentKind::Subprocess, Arc::new(SubprocessKind(s))),
             None => f.register(AgentKind::Subprocess, Arc::new(SubprocessDisabled)),

@@ -6,8 +6,8 @@ use crate::factories::SpawnerFactories;
 use crate::schema::{Blueprint, OperatorKind as BpOperatorKind};
 use mse_engine::layers::builtin::ProjectAliasLayer;
 use mse_engine::{
-    AttachRequest, CapToken, DispatchOutcome, Engine, OperatorKind, Role, SessionId, SessionProfile,
-    Spawner, SpawnerLayer, TaskSpec,
+    AttachRequest, CapToken, DispatchOutcome, Engine, OperatorKind, Role, SessionId,
+    SessionProfile, Spawner, SpawnerLayer, TaskSpec,
 };
 use mse_flow::{FlowError, Limits};
 use serde_json::Value;
@@ -126,13 +126,21 @@ impl Launcher {
     }
 
     /// Compile and run.
-    pub async fn run(&self, bp: &Arc<Blueprint>, req: RunRequest) -> Result<RunOutcome, LaunchError> {
+    pub async fn run(
+        &self,
+        bp: &Arc<Blueprint>,
+        req: RunRequest,
+    ) -> Result<RunOutcome, LaunchError> {
         let compiled = self.compile(bp)?;
         self.run_compiled(&compiled, req).await
     }
 
     /// Run an already compiled Blueprint within the request's TTL.
-    pub async fn run_compiled(&self, compiled: &CompiledBlueprint, req: RunRequest) -> Result<RunOutcome, LaunchError> {
+    pub async fn run_compiled(
+        &self,
+        compiled: &CompiledBlueprint,
+        req: RunRequest,
+    ) -> Result<RunOutcome, LaunchError> {
         let _permit = self
             .runs
             .try_acquire()
@@ -231,7 +239,11 @@ impl mse_flow::Dispatcher for EngineDispatcher {
             .engine
             .start_task(&self.token, spec)
             .map_err(|e| fail(format!("start_task: {e}")))?;
-        match self.engine.dispatch_attempt(&self.token, &tid, self.spawner.as_ref()).await {
+        match self
+            .engine
+            .dispatch_attempt(&self.token, &tid, self.spawner.as_ref())
+            .await
+        {
             Ok(DispatchOutcome::Pass(v)) => Ok(v),
             Ok(DispatchOutcome::Blocked(v)) => Err(fail(format!("blocked: {v}"))),
             Err(e) => Err(fail(format!("dispatch_attempt: {e}"))),

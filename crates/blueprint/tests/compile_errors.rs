@@ -10,7 +10,12 @@ use std::sync::Arc;
 
 fn launcher() -> Launcher {
     let engine = Engine::new(EngineConfig::default());
-    let f = SpawnerFactories::standard(&engine, RustFnRegistry::default(), LuaFactory::new(LuaConfig::default()), None);
+    let f = SpawnerFactories::standard(
+        &engine,
+        RustFnRegistry::default(),
+        LuaFactory::new(LuaConfig::default()),
+        None,
+    );
     Launcher::new(engine, f, LaunchConfig::default())
 }
 
@@ -41,37 +46,66 @@ fn unresolved_operator_ref_is_first() {
 
 #[test]
 fn duplicate_agent() {
-    let err = compile(json!({"id":"b","flow":step("a"),"agents":[identity("a"), identity("a")]})).unwrap_err();
+    let err = compile(json!({"id":"b","flow":step("a"),"agents":[identity("a"), identity("a")]}))
+        .unwrap_err();
     assert_eq!(err.to_string(), "duplicate AgentDef name: a");
 }
 
 #[test]
 fn duplicate_counts_skipped_agents() {
-    let err = compile(json!({"id":"b","flow":{"kind":"seq","children":[]},"strategy":{"strict_kind":false},
-        "agents":[{"name":"a","kind":"agent_block"}, identity("a")]}))
+    let err = compile(
+        json!({"id":"b","flow":{"kind":"seq","children":[]},"strategy":{"strict_kind":false},
+        "agents":[{"name":"a","kind":"agent_block"}, identity("a")]}),
+    )
     .unwrap_err();
     assert_eq!(err, CompileError::DuplicateAgent("a".into()));
 }
 
 #[test]
 fn unknown_kind_and_non_strict_skip() {
-    let err = compile(json!({"id":"b","flow":step("a"),"agents":[{"name":"a","kind":"agent_block"}]})).unwrap_err();
-    assert!(err.to_string().starts_with("unknown agent kind in SpawnerRegistry: AgentBlock"), "{err}");
+    let err =
+        compile(json!({"id":"b","flow":step("a"),"agents":[{"name":"a","kind":"agent_block"}]}))
+            .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("unknown agent kind in SpawnerRegistry: AgentBlock"),
+        "{err}"
+    );
     // strict_kind:false drops the agent; strict_refs then reports the step.
-    let err = compile(json!({"id":"b","flow":step("a"),"strategy":{"strict_kind":false},
-        "agents":[{"name":"a","kind":"agent_block"}]}))
+    let err = compile(
+        json!({"id":"b","flow":step("a"),"strategy":{"strict_kind":false},
+        "agents":[{"name":"a","kind":"agent_block"}]}),
+    )
     .unwrap_err();
-    assert_eq!(err.to_string(), "flow references agent 'a' but no AgentDef matches");
+    assert_eq!(
+        err.to_string(),
+        "flow references agent 'a' but no AgentDef matches"
+    );
 }
 
 #[test]
 fn invalid_specs() {
     let cases = [
-        (json!({"name":"a","kind":"rust_fn","spec":{}}), "agent 'a' spec invalid: rust_fn spec: 'fn_id' (string) required"),
-        (json!({"name":"a","kind":"rust_fn","spec":{"fn_id":"nope"}}), "agent 'a' spec invalid: fn_id 'nope' not registered in factory"),
-        (json!({"name":"a","kind":"lua","spec":{"fn_id":"nope"}}), "agent 'a' spec invalid: fn_id 'nope' not registered in factory"),
-        (json!({"name":"a","kind":"lua","spec":{}}), "agent 'a' spec invalid: lua spec: 'fn_id' (string) required"),
-        (json!({"name":"a","kind":"operator","spec":{}}), "agent 'a' spec invalid: operator spec: 'operator_ref' (string) required"),
+        (
+            json!({"name":"a","kind":"rust_fn","spec":{}}),
+            "agent 'a' spec invalid: rust_fn spec: 'fn_id' (string) required",
+        ),
+        (
+            json!({"name":"a","kind":"rust_fn","spec":{"fn_id":"nope"}}),
+            "agent 'a' spec invalid: fn_id 'nope' not registered in factory",
+        ),
+        (
+            json!({"name":"a","kind":"lua","spec":{"fn_id":"nope"}}),
+            "agent 'a' spec invalid: fn_id 'nope' not registered in factory",
+        ),
+        (
+            json!({"name":"a","kind":"lua","spec":{}}),
+            "agent 'a' spec invalid: lua spec: 'fn_id' (string) required",
+        ),
+        (
+            json!({"name":"a","kind":"operator","spec":{}}),
+            "agent 'a' spec invalid: operator spec: 'operator_ref' (string) required",
+        ),
     ];
     for (agent, msg) in cases {
         let err = compile(json!({"id":"b","flow":step("a"),"agents":[agent]})).unwrap_err();
@@ -81,8 +115,10 @@ fn invalid_specs() {
 
 #[test]
 fn operator_without_live_backend() {
-    let err = compile(json!({"id":"b","flow":step("a"),"operators":[{"name":"main-ai"}],
-        "agents":[{"name":"a","kind":"operator","spec":{"operator_ref":"main-ai"}}]}))
+    let err = compile(
+        json!({"id":"b","flow":step("a"),"operators":[{"name":"main-ai"}],
+        "agents":[{"name":"a","kind":"operator","spec":{"operator_ref":"main-ai"}}]}),
+    )
     .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -95,7 +131,10 @@ fn operator_without_live_backend() {
 fn subprocess_is_disabled_unless_allowed() {
     let err = compile(json!({"id":"b","flow":step("a"),"agents":[{"name":"a","kind":"subprocess","spec":{"program":"true"}}]}))
         .unwrap_err();
-    assert_eq!(err.to_string(), format!("agent 'a' spec invalid: {SUBPROCESS_DISABLED}"));
+    assert_eq!(
+        err.to_string(),
+        format!("agent 'a' spec invalid: {SUBPROCESS_DISABLED}")
+    );
 }
 
 #[test]
@@ -103,7 +142,10 @@ fn unresolved_ref_in_dead_branch_and_strict_refs_off() {
     let flow = json!({"kind":"branch","cond":{"op":"lit","value":true},"then":step("a"),"else":step("ghost")});
     let err = compile(json!({"id":"b","flow":flow.clone(),"agents":[identity("a")]})).unwrap_err();
     assert_eq!(err, CompileError::UnresolvedRef("ghost".into()));
-    compile(json!({"id":"b","flow":flow,"strategy":{"strict_refs":false},"agents":[identity("a")]})).unwrap();
+    compile(
+        json!({"id":"b","flow":flow,"strategy":{"strict_refs":false},"agents":[identity("a")]}),
+    )
+    .unwrap();
 }
 
 #[test]

@@ -42,7 +42,12 @@ async fn string_inputs_are_used_verbatim_as_directive() {
 #[tokio::test]
 async fn blocked_step_has_the_double_prefix_and_try_catches_it() {
     let h = harness();
-    h.register("quota", Arc::new(SyncFn(|_: &Invocation<'_>| Ok((json!({"reason":"quota"}), false)))));
+    h.register(
+        "quota",
+        Arc::new(SyncFn(|_: &Invocation<'_>| {
+            Ok((json!({"reason":"quota"}), false))
+        })),
+    );
     let flow = json!({"kind":"try","err_at":{"op":"path","at":"$.error"},
         "body":{"kind":"seq","children":[
             {"kind":"assign","at":{"op":"path","at":"$.draft"},"value":{"op":"lit","value":"final text"}},
@@ -59,7 +64,10 @@ async fn blocked_step_has_the_double_prefix_and_try_catches_it() {
 #[tokio::test]
 async fn worker_errors_and_unregistered_refs() {
     let h = harness();
-    h.register("broken", Arc::new(SyncFn(|_: &Invocation<'_>| Err("parse error".to_string()))));
+    h.register(
+        "broken",
+        Arc::new(SyncFn(|_: &Invocation<'_>| Err("parse error".to_string()))),
+    );
     let bp = json!({"id":"e","flow":step("lint", json!({"op":"lit","value":1}), "$.r"),"agents":[agent("lint","broken")]});
     let err = h.run(bp, json!({})).await.unwrap_err();
     assert_eq!(
@@ -68,7 +76,11 @@ async fn worker_errors_and_unregistered_refs() {
     );
     let bp = json!({"id":"g","flow":step("ghost", json!({"op":"lit","value":1}), "$.r"),"strategy":{"strict_refs":false}});
     let err = h.run(bp, json!({})).await.unwrap_err();
-    assert!(err.to_string().ends_with("dispatch failed: worker not registered: ghost"), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("dispatch failed: worker not registered: ghost"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -76,7 +88,10 @@ async fn compile_errors_surface_as_launch_errors() {
     let h = harness();
     let bp = json!({"id":"c","flow":step("nobody", json!({"op":"lit","value":1}), "$.r")});
     let err = h.run(bp, json!({})).await.unwrap_err();
-    assert_eq!(err.to_string(), "compile: flow references agent 'nobody' but no AgentDef matches");
+    assert_eq!(
+        err.to_string(),
+        "compile: flow references agent 'nobody' but no AgentDef matches"
+    );
 }
 
 struct Sleepy {
@@ -100,13 +115,28 @@ async fn ttl_bounds_the_run_and_cancels_its_task() {
     let h = harness();
     let started = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
-    h.register("sleep", Arc::new(Sleepy { started: started.clone(), finished: finished.clone() }));
+    h.register(
+        "sleep",
+        Arc::new(Sleepy {
+            started: started.clone(),
+            finished: finished.clone(),
+        }),
+    );
     let bp = json!({"id":"t","flow":step("s", json!({"op":"lit","value":"5000"}), "$.r"),"agents":[agent("s","sleep")]});
     let t0 = std::time::Instant::now();
-    let err = h.run_req(bp, RunRequest::new(json!({}), Duration::from_millis(200))).await.unwrap_err();
+    let err = h
+        .run_req(bp, RunRequest::new(json!({}), Duration::from_millis(200)))
+        .await
+        .unwrap_err();
     assert_eq!(err, LaunchError::Timeout(Duration::from_millis(200)));
     assert!(t0.elapsed() < Duration::from_secs(3));
-    assert_eq!((started.load(Ordering::SeqCst), finished.load(Ordering::SeqCst)), (1, 0));
+    assert_eq!(
+        (
+            started.load(Ordering::SeqCst),
+            finished.load(Ordering::SeqCst)
+        ),
+        (1, 0)
+    );
     let tasks: Vec<_> = h
         .launcher
         .engine()
@@ -118,7 +148,10 @@ async fn ttl_bounds_the_run_and_cancels_its_task() {
         })
         .collect();
     assert_eq!(tasks.len(), 1);
-    assert_eq!(h.launcher.engine().task_snapshot(&tasks[0]).unwrap().status, TaskStatus::Cancelled);
+    assert_eq!(
+        h.launcher.engine().task_snapshot(&tasks[0]).unwrap().status,
+        TaskStatus::Cancelled
+    );
 }
 
 #[tokio::test]
@@ -126,16 +159,29 @@ async fn race_cancels_the_losers() {
     let h = harness();
     let started = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
-    h.register("sleep", Arc::new(Sleepy { started: started.clone(), finished: finished.clone() }));
+    h.register(
+        "sleep",
+        Arc::new(Sleepy {
+            started: started.clone(),
+            finished: finished.clone(),
+        }),
+    );
     let flow = json!({"kind":"fanout","items":{"op":"path","at":"$.waits"},"bind":{"op":"path","at":"$.w"},
         "join":"race","out":{"op":"path","at":"$.winner"},
         "body":step("s", json!({"op":"path","at":"$.w"}), "$.slept")});
     let bp = json!({"id":"r","flow":flow,"agents":[agent("s","sleep")]});
-    let out = h.run(bp, json!({"waits":["2000","20","3000"]})).await.unwrap();
+    let out = h
+        .run(bp, json!({"waits":["2000","20","3000"]}))
+        .await
+        .unwrap();
     assert_eq!(out["winner"]["slept"], json!(20));
     assert_eq!(started.load(Ordering::SeqCst), 3);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(finished.load(Ordering::SeqCst), 1, "the losers were cancelled");
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "the losers were cancelled"
+    );
     let cancelled = h
         .launcher
         .engine()
@@ -148,7 +194,10 @@ async fn race_cancels_the_losers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_runs_and_memory_returns_to_baseline() {
-    let h = harness_with(EngineConfig { task_retention: Duration::ZERO, ..Default::default() });
+    let h = harness_with(EngineConfig {
+        task_retention: Duration::ZERO,
+        ..Default::default()
+    });
     let bp = json!({"id":"c","flow":{"kind":"seq","children":[
         step("a", json!({"op":"path","at":"$.n"}), "$.first"),
         step("a", json!({"op":"path","at":"$.first.echoed"}), "$.second")]},
@@ -159,7 +208,11 @@ async fn thousand_concurrent_runs_and_memory_returns_to_baseline() {
         let l = h.launcher.clone();
         let bp = bp.clone();
         joins.push(tokio::spawn(async move {
-            l.run(&bp, RunRequest::new(json!({"n": i}), Duration::from_secs(60))).await
+            l.run(
+                &bp,
+                RunRequest::new(json!({"n": i}), Duration::from_secs(60)),
+            )
+            .await
         }));
     }
     for (i, j) in joins.into_iter().enumerate() {

@@ -854,11 +854,18 @@ fn errors_name_where_they_happened() {
         "id": "x", "flow": {"kind": "seq", "children": []}, "agents": null
     }))
     .unwrap_err();
-    assert!(err.to_string().starts_with("agents: invalid type: null"), "{err}");
+    assert!(
+        err.to_string().starts_with("agents: invalid type: null"),
+        "{err}"
+    );
     let err = mse_blueprint::Blueprint::from_value(serde_json::json!({
         "id": "x", "flow": {"kind": "seq", "children": []},
         "agents": [{"name": "a", "kind": "rust_fn"}, {"name": "b", "kind": "Lua"}]
     }))
     .unwrap_err();
-    assert!(err.to_string().starts_with("agents[1].kind: unknown variant `Lua`"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("agents[1].kind: unknown variant `Lua`"),
+        "{err}"
+    );
 }

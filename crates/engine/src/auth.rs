@@ -38,7 +38,11 @@ impl Engine {
     /// Verify a presented token for `verb`: signature, expiry, role x verb, record,
     /// revocation and uses (one use is consumed), in that order.
     pub fn verify(&self, token: &CapToken, verb: Verb) -> Result<Verified, EngineError> {
-        let record = self.inner.tokens.get(&token.nonce).map(|r| r.value().clone());
+        let record = self
+            .inner
+            .tokens
+            .get(&token.nonce)
+            .map(|r| r.value().clone());
         // A presented token identical to the one we minted carries a valid MAC by
         // construction; anything else is checked cryptographically.
         let identical = record.as_ref().is_some_and(|r| r.token.same_as(token));
@@ -85,7 +89,12 @@ impl Engine {
         Ok(v)
     }
 
-    pub(crate) fn store_token(&self, token: CapToken, task: Option<TaskId>, attempt: u32) -> Arc<CapToken> {
+    pub(crate) fn store_token(
+        &self,
+        token: CapToken,
+        task: Option<TaskId>,
+        attempt: u32,
+    ) -> Arc<CapToken> {
         let token = Arc::new(token);
         let uses = token.max_uses.map(i64::from).unwrap_or(-1);
         if task.is_none() {
@@ -111,11 +120,21 @@ impl Engine {
     }
 
     /// Mint and record an unbound token (e.g. a one-time or limited-use token).
-    pub fn mint_token(&self, agent_id: &str, role: Role, ttl_secs: u64, max_uses: Option<u32>) -> Arc<CapToken> {
-        let token = self
-            .inner
-            .signer
-            .mint(agent_id, role, vec!["*".into()], ttl_secs, max_uses, now_unix());
+    pub fn mint_token(
+        &self,
+        agent_id: &str,
+        role: Role,
+        ttl_secs: u64,
+        max_uses: Option<u32>,
+    ) -> Arc<CapToken> {
+        let token = self.inner.signer.mint(
+            agent_id,
+            role,
+            vec!["*".into()],
+            ttl_secs,
+            max_uses,
+            now_unix(),
+        );
         self.store_token(token, None, 0)
     }
 
@@ -185,7 +204,11 @@ impl Engine {
     }
 
     /// Revoke the worker credentials of a task that has ended.
-    pub(crate) fn revoke_worker_credentials(&self, nonce: Option<String>, handle: Option<WorkerHandle>) {
+    pub(crate) fn revoke_worker_credentials(
+        &self,
+        nonce: Option<String>,
+        handle: Option<WorkerHandle>,
+    ) {
         if let Some(h) = handle {
             self.inner.handles.remove(h.as_str());
         }

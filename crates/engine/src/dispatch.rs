@@ -29,7 +29,8 @@ impl Drop for AbandonGuard<'_> {
             let mut t = self.entry.inner.lock();
             let live = !t.status.is_terminal();
             if live {
-                self.engine.end_task_locked(self.entry, &mut t, TaskStatus::Cancelled);
+                self.engine
+                    .end_task_locked(self.entry, &mut t, TaskStatus::Cancelled);
             }
             live
         };
@@ -94,7 +95,10 @@ impl Engine {
             let mut t = entry.inner.lock();
             if t.status.is_terminal() {
                 drop(t);
-                self.revoke_worker_credentials(Some(worker_token.nonce.clone()), Some(worker_handle));
+                self.revoke_worker_credentials(
+                    Some(worker_token.nonce.clone()),
+                    Some(worker_handle),
+                );
                 return Err(EngineError::DispatchFailed("cancelled".into()));
             }
             t.minted_nonces.push(worker_token.nonce.clone());
@@ -102,7 +106,10 @@ impl Engine {
             t.worker_handle = Some(worker_handle.clone());
         }
         let mut runtime = Map::new();
-        runtime.insert("worker_handle".into(), Value::String(worker_handle.to_string()));
+        runtime.insert(
+            "worker_handle".into(),
+            Value::String(worker_handle.to_string()),
+        );
         let ctx = SpawnCtx {
             engine: self.clone(),
             task_id: tid.clone(),
@@ -133,7 +140,9 @@ impl Engine {
             Err(e) => Err(e),
         };
         match verdict {
-            Ok((content, ok)) => self.apply_verdict(&entry, attempt, content.into_result_value(), ok),
+            Ok((content, ok)) => {
+                self.apply_verdict(&entry, attempt, content.into_result_value(), ok)
+            }
             Err(e) => Err(self.apply_failure(&entry, attempt, e)),
         }
     }
@@ -152,7 +161,11 @@ impl Engine {
                 return Err(EngineError::DispatchFailed("cancelled".into()));
             }
             t.last_result = Some(result.clone());
-            let status = if ok { TaskStatus::Pass } else { TaskStatus::Blocked };
+            let status = if ok {
+                TaskStatus::Pass
+            } else {
+                TaskStatus::Blocked
+            };
             self.end_task_locked(entry, &mut t, status);
         }
         let tid = entry.id.clone();
@@ -163,9 +176,15 @@ impl Engine {
         };
         self.events().record_and_broadcast(completed);
         self.events().record(if ok {
-            Event::TaskPass { task_id: tid, result: result.clone() }
+            Event::TaskPass {
+                task_id: tid,
+                result: result.clone(),
+            }
         } else {
-            Event::TaskBlocked { task_id: tid, result: result.clone() }
+            Event::TaskBlocked {
+                task_id: tid,
+                result: result.clone(),
+            }
         });
         entry.notify();
         let value = Arc::try_unwrap(result).unwrap_or_else(|a| (*a).clone());
@@ -194,14 +213,12 @@ impl Engine {
 
     /// Operator tiers and bridges of the session that owns `nonce`.
     pub(crate) fn resolve_operator(&self, nonce: &str, agent: &str) -> OperatorInfo {
-        let session = self
-            .inner
-            .session_by_nonce
-            .get(nonce)
-            .and_then(|sid| self.inner.sessions.get(sid.value()).map(|s| {
+        let session = self.inner.session_by_nonce.get(nonce).and_then(|sid| {
+            self.inner.sessions.get(sid.value()).map(|s| {
                 let s = s.lock();
                 (s.profile.clone(), s.operator_id.clone())
-            }));
+            })
+        });
         let Some((profile, operator_id)) = session else {
             return OperatorInfo {
                 kind: Default::default(),
@@ -213,7 +230,10 @@ impl Engine {
         OperatorInfo {
             kind: profile.kind_for(agent),
             id: operator_id.into(),
-            bridge: profile.bridge_id.as_deref().and_then(|id| reg.senior_bridge(id)),
+            bridge: profile
+                .bridge_id
+                .as_deref()
+                .and_then(|id| reg.senior_bridge(id)),
             hook: profile.hook_id.as_deref().and_then(|id| reg.spawn_hook(id)),
             backend: profile
                 .operator_backend_id

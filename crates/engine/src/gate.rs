@@ -170,10 +170,7 @@ impl Default for RoleVerbGate {
                 CancelTask,
             ],
         );
-        gate.allow(
-            Role::Observer,
-            &[ReadTaskState, SubscribeEvents, ReadTrace],
-        );
+        gate.allow(Role::Observer, &[ReadTaskState, SubscribeEvents, ReadTrace]);
         gate.allow(
             Role::Senior,
             &[

@@ -90,7 +90,10 @@ pub mod builtin {
     #[async_trait::async_trait]
     impl Spawner for MainAi {
         async fn spawn(&self, ctx: &SpawnCtx) -> Result<(), SpawnError> {
-            let gated = matches!(ctx.operator.kind, OperatorKind::MainAi | OperatorKind::Composite);
+            let gated = matches!(
+                ctx.operator.kind,
+                OperatorKind::MainAi | OperatorKind::Composite
+            );
             let Some(hook) = ctx.operator.hook.clone().filter(|_| gated) else {
                 return self.inner.spawn(ctx).await;
             };
@@ -172,7 +175,8 @@ pub mod builtin {
     impl Spawner for ProjectAlias {
         async fn spawn(&self, ctx: &SpawnCtx) -> Result<(), SpawnError> {
             let mut ctx = ctx.clone();
-            Arc::make_mut(&mut ctx.runtime_meta).insert("project_name_alias".into(), self.alias.clone());
+            Arc::make_mut(&mut ctx.runtime_meta)
+                .insert("project_name_alias".into(), self.alias.clone());
             self.inner.spawn(&ctx).await
         }
     }

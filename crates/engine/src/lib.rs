@@ -31,9 +31,13 @@ pub use events::Event;
 pub use gate::{Role, RoleVerbGate, Verb};
 pub use ids::{SessionId, TaskId, WorkerHandle};
 pub use output::{ContentRef, OutputEvent};
-pub use registry::{OperatorBackend, OperatorInfo, OperatorKind, Registries, SeniorBridge, SpawnHook};
+pub use registry::{
+    OperatorBackend, OperatorInfo, OperatorKind, Registries, SeniorBridge, SpawnHook,
+};
 pub use sessions::{AttachRequest, Attached};
 pub use spawn::{SpawnCtx, SpawnError, Spawner, SpawnerLayer};
-pub use state::{DispatchOutcome, OperatorSession, SessionProfile, TaskSpec, TaskState, TaskStatus};
+pub use state::{
+    DispatchOutcome, OperatorSession, SessionProfile, TaskSpec, TaskState, TaskStatus,
+};
 pub use tasks::WorkerPayload;
 pub use token::{CapToken, TokenDecodeError, TokenSigner};

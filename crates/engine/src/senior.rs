@@ -15,7 +15,12 @@ use tokio::sync::watch;
 impl Engine {
     /// Suspend a live task on a senior question; returns the resume key.
     /// A repeated query on the same task keeps the existing entry (and any waiters).
-    pub fn query_senior(&self, token: &CapToken, tid: &TaskId, question: Value) -> Result<String, EngineError> {
+    pub fn query_senior(
+        &self,
+        token: &CapToken,
+        tid: &TaskId,
+        question: Value,
+    ) -> Result<String, EngineError> {
         self.verify(token, Verb::QuerySenior)?;
         let entry = self
             .task_entry(tid)

@@ -96,7 +96,12 @@ impl Engine {
     /// Mark the caller's session detached. The token stays valid.
     pub fn detach(&self, token: &CapToken) -> Result<(), EngineError> {
         self.verify(token, Verb::DetachSession)?;
-        if let Some(sid) = self.inner.session_by_nonce.get(&token.nonce).map(|s| s.clone()) {
+        if let Some(sid) = self
+            .inner
+            .session_by_nonce
+            .get(&token.nonce)
+            .map(|s| s.clone())
+        {
             if let Some(s) = self.inner.sessions.get(&sid) {
                 s.lock().attached = false;
             }

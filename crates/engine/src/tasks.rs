@@ -54,7 +54,10 @@ impl Engine {
             let d = parent.inner.lock().spawn_depth;
             let max = self.inner.cfg.max_spawn_depth;
             if d + 1 >= max {
-                return Err(EngineError::SpawnDepthExceeded { current: d + 1, max });
+                return Err(EngineError::SpawnDepthExceeded {
+                    current: d + 1,
+                    max,
+                });
             }
             depth = d + 1;
         }
@@ -96,8 +99,9 @@ impl Engine {
                 s.owned_task_ids.push_back(tid.clone());
             }
         }
-        self.events()
-            .record_and_broadcast(Event::TaskCreated { task_id: tid.clone() });
+        self.events().record_and_broadcast(Event::TaskCreated {
+            task_id: tid.clone(),
+        });
         Ok(tid)
     }
 
@@ -106,7 +110,11 @@ impl Engine {
             .ok_or_else(|| EngineError::TaskNotFound(tid.clone()))
     }
 
-    pub fn read_task_state(&self, token: &CapToken, tid: &TaskId) -> Result<TaskState, EngineError> {
+    pub fn read_task_state(
+        &self,
+        token: &CapToken,
+        tid: &TaskId,
+    ) -> Result<TaskState, EngineError> {
         self.verify_for_task(token, Verb::ReadTaskState, tid)?;
         self.task_snapshot(tid)
     }
@@ -139,8 +147,9 @@ impl Engine {
         };
         e.cancel.cancel();
         e.notify();
-        self.events()
-            .record(Event::TaskCancelled { task_id: tid.clone() });
+        self.events().record(Event::TaskCancelled {
+            task_id: tid.clone(),
+        });
         Ok(snap)
     }
 
@@ -163,13 +172,20 @@ impl Engine {
         Ok(self.payload_of(tid)?.prompt)
     }
 
-    pub fn fetch_worker_payload(&self, token: &CapToken, tid: &TaskId) -> Result<WorkerPayload, EngineError> {
+    pub fn fetch_worker_payload(
+        &self,
+        token: &CapToken,
+        tid: &TaskId,
+    ) -> Result<WorkerPayload, EngineError> {
         self.verify_for_task(token, Verb::FetchPrompt, tid)?;
         self.payload_of(tid)
     }
 
     /// Payload fetch through a resolved handle (no token verification).
-    pub fn fetch_worker_payload_trusted(&self, target: &HandleTarget) -> Result<WorkerPayload, EngineError> {
+    pub fn fetch_worker_payload_trusted(
+        &self,
+        target: &HandleTarget,
+    ) -> Result<WorkerPayload, EngineError> {
         self.payload_of(&target.task_id)
     }
 
@@ -183,7 +199,9 @@ impl Engine {
             .rev()
             .find(|(a, _)| *a == attempt)
             .map(|(_, p)| p.to_string())
-            .ok_or_else(|| EngineError::ResourceNotFound(format!("prompt({tid}, attempt={attempt})")))?;
+            .ok_or_else(|| {
+                EngineError::ResourceNotFound(format!("prompt({tid}, attempt={attempt})"))
+            })?;
         let system = t
             .systems
             .iter()
@@ -211,7 +229,10 @@ impl Engine {
     /// Store a system prompt for (task, attempt); returned by the payload fetch.
     pub fn bake_system_prompt(&self, tid: &TaskId, attempt: u32, system: Option<String>) {
         if let Some(e) = self.task_entry(tid) {
-            e.inner.lock().systems.push((attempt, system.map(Into::into)));
+            e.inner
+                .lock()
+                .systems
+                .push((attempt, system.map(Into::into)));
         }
     }
 
@@ -237,7 +258,12 @@ impl Engine {
         let _ = self.append_output_checked(tid, attempt, event);
     }
 
-    fn append_output_checked(&self, tid: &TaskId, attempt: u32, event: OutputEvent) -> Result<(), EngineError> {
+    fn append_output_checked(
+        &self,
+        tid: &TaskId,
+        attempt: u32,
+        event: OutputEvent,
+    ) -> Result<(), EngineError> {
         let e = self.entry_or_err(tid)?;
         let max = self.inner.cfg.max_output_events_per_attempt;
         let event = Arc::new(event);
@@ -315,7 +341,12 @@ impl Engine {
 
     /// Result submit through a handle: only while the handle's attempt is the
     /// running attempt of its task.
-    pub fn submit_result_trusted(&self, target: &HandleTarget, value: Value, ok: bool) -> Result<(), EngineError> {
+    pub fn submit_result_trusted(
+        &self,
+        target: &HandleTarget,
+        value: Value,
+        ok: bool,
+    ) -> Result<(), EngineError> {
         let e = self.entry_or_err(&target.task_id)?;
         {
             let t = e.inner.lock();
@@ -332,7 +363,13 @@ impl Engine {
         self.submit_result_for(&target.task_id, target.attempt, value, ok)
     }
 
-    fn submit_result_for(&self, tid: &TaskId, attempt: u32, value: Value, ok: bool) -> Result<(), EngineError> {
+    fn submit_result_for(
+        &self,
+        tid: &TaskId,
+        attempt: u32,
+        value: Value,
+        ok: bool,
+    ) -> Result<(), EngineError> {
         let stored = Arc::new(value.clone());
         self.append_output_checked(tid, attempt, OutputEvent::final_inline(value, ok))?;
         let e = self.entry_or_err(tid)?;
@@ -344,7 +381,12 @@ impl Engine {
 
     /// Long-poll: returns at once when the task is settled (terminal or suspended)
     /// or `hold` is zero; otherwise waits for the next change up to `hold`.
-    pub async fn poll_task(&self, token: &CapToken, tid: &TaskId, hold: Duration) -> Result<TaskState, EngineError> {
+    pub async fn poll_task(
+        &self,
+        token: &CapToken,
+        tid: &TaskId,
+        hold: Duration,
+    ) -> Result<TaskState, EngineError> {
         let v = self.verify(token, Verb::PollTask)?;
         check_owner(&v, tid)?;
         let e = self.entry_or_err(tid)?;

@@ -187,7 +187,14 @@ mod tests {
     #[test]
     fn mint_verify_roundtrip() {
         let s = signer();
-        let t = s.mint("cli-op", Role::Operator, vec!["*".into()], 60, Some(3), 1_700_000_000);
+        let t = s.mint(
+            "cli-op",
+            Role::Operator,
+            vec!["*".into()],
+            60,
+            Some(3),
+            1_700_000_000,
+        );
         assert!(s.verify_mac(&t));
         let decoded = CapToken::decode(&t.encode()).unwrap();
         assert_eq!(decoded, t);
@@ -245,9 +252,15 @@ mod tests {
         let s = signer();
         let t = s.mint("a", Role::Worker, vec!["*".into()], 60, None, 100);
         let padded = format!("{}=", t.encode());
-        assert!(matches!(CapToken::decode(&padded), Err(TokenDecodeError::Base64(_))));
+        assert!(matches!(
+            CapToken::decode(&padded),
+            Err(TokenDecodeError::Base64(_))
+        ));
         let not_json = URL_SAFE_NO_PAD.encode(b"{nope");
-        assert!(matches!(CapToken::decode(&not_json), Err(TokenDecodeError::Json(_))));
+        assert!(matches!(
+            CapToken::decode(&not_json),
+            Err(TokenDecodeError::Json(_))
+        ));
         // Unknown extra fields are ignored.
         let mut v = serde_json::to_value(&t).unwrap();
         v["extra"] = serde_json::json!(1);

@@ -12,10 +12,23 @@ fn forged_signature_is_rejected() {
     let att = operator(&e);
     let mut forged = (*att.token).clone();
     forged.sig_hex = "00".repeat(32);
-    assert_eq!(e.verify(&forged, Verb::StartTask).err(), Some(EngineError::BadSignature));
+    assert_eq!(
+        e.verify(&forged, Verb::StartTask).err(),
+        Some(EngineError::BadSignature)
+    );
     // A token minted with another secret.
-    let other = TokenSigner::new(b"other".to_vec()).mint("x", Role::Operator, vec!["*".into()], 60, None, now_unix());
-    assert_eq!(e.verify(&other, Verb::StartTask).err(), Some(EngineError::BadSignature));
+    let other = TokenSigner::new(b"other".to_vec()).mint(
+        "x",
+        Role::Operator,
+        vec!["*".into()],
+        60,
+        None,
+        now_unix(),
+    );
+    assert_eq!(
+        e.verify(&other, Verb::StartTask).err(),
+        Some(EngineError::BadSignature)
+    );
 }
 
 #[test]
@@ -24,41 +37,81 @@ fn tampered_field_is_rejected() {
     let att = operator(&e);
     let mut t = (*att.token).clone();
     t.role = Role::Senior;
-    assert_eq!(e.verify(&t, Verb::AnswerQuery).err(), Some(EngineError::BadSignature));
+    assert_eq!(
+        e.verify(&t, Verb::AnswerQuery).err(),
+        Some(EngineError::BadSignature)
+    );
     let mut t = (*att.token).clone();
     t.expire_at += 1000;
-    assert_eq!(e.verify(&t, Verb::StartTask).err(), Some(EngineError::BadSignature));
+    assert_eq!(
+        e.verify(&t, Verb::StartTask).err(),
+        Some(EngineError::BadSignature)
+    );
 }
 
 #[test]
 fn expired_token_is_rejected_at_expire_at() {
     let e = engine();
-    let att = e.attach(AttachRequest::new("op", Role::Operator, Duration::from_secs(0)));
-    assert_eq!(e.verify(&att.token, Verb::StartTask).err(), Some(EngineError::TokenExpired));
+    let att = e.attach(AttachRequest::new(
+        "op",
+        Role::Operator,
+        Duration::from_secs(0),
+    ));
+    assert_eq!(
+        e.verify(&att.token, Verb::StartTask).err(),
+        Some(EngineError::TokenExpired)
+    );
 }
 
 #[test]
 fn wrong_role_is_rejected() {
     let e = engine();
-    let obs = e.attach(AttachRequest::new("o", Role::Observer, Duration::from_secs(60)));
+    let obs = e.attach(AttachRequest::new(
+        "o",
+        Role::Observer,
+        Duration::from_secs(60),
+    ));
     assert_eq!(
         e.verify(&obs.token, Verb::CancelTask).err(),
-        Some(EngineError::RoleViolation { role: Role::Observer, verb: Verb::CancelTask })
+        Some(EngineError::RoleViolation {
+            role: Role::Observer,
+            verb: Verb::CancelTask
+        })
     );
     assert_eq!(
-        EngineError::RoleViolation { role: Role::Observer, verb: Verb::CancelTask }.to_string(),
+        EngineError::RoleViolation {
+            role: Role::Observer,
+            verb: Verb::CancelTask
+        }
+        .to_string(),
         "role violation: role=Observer verb=CancelTask"
     );
     // Operators cannot fetch prompts.
     let op = operator(&e);
-    assert!(matches!(e.verify(&op.token, Verb::FetchPrompt), Err(EngineError::RoleViolation { .. })));
+    assert!(matches!(
+        e.verify(&op.token, Verb::FetchPrompt),
+        Err(EngineError::RoleViolation { .. })
+    ));
 }
 
 #[test]
 fn signed_but_unrecorded_token_is_not_found() {
-    let e = Engine::new(EngineConfig { token_secret: Some(b"s3cret".to_vec()), ..Default::default() });
-    let t = TokenSigner::new(b"s3cret".to_vec()).mint("x", Role::Operator, vec!["*".into()], 60, None, now_unix());
-    assert!(matches!(e.verify(&t, Verb::StartTask), Err(EngineError::TokenNotFound(_))));
+    let e = Engine::new(EngineConfig {
+        token_secret: Some(b"s3cret".to_vec()),
+        ..Default::default()
+    });
+    let t = TokenSigner::new(b"s3cret".to_vec()).mint(
+        "x",
+        Role::Operator,
+        vec!["*".into()],
+        60,
+        None,
+        now_unix(),
+    );
+    assert!(matches!(
+        e.verify(&t, Verb::StartTask),
+        Err(EngineError::TokenNotFound(_))
+    ));
 }
 
 #[tokio::test]
@@ -69,7 +122,10 @@ async fn worker_token_is_bound_to_its_task_and_attempt() {
     let b = e.start_task(&att.token, spec("b", "y")).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let release = std::sync::Arc::new(tokio::sync::Notify::new());
-    let parked = Parked { ctx_tx: tx, release: release.clone() };
+    let parked = Parked {
+        ctx_tx: tx,
+        release: release.clone(),
+    };
     let e2 = e.clone();
     let tok = att.token.clone();
     let a2 = a.clone();
@@ -81,12 +137,21 @@ async fn worker_token_is_bound_to_its_task_and_attempt() {
     // Other task: mismatch.
     assert_eq!(
         e.read_task_state(&wt, &b).err(),
-        Some(EngineError::TokenTaskMismatch { bound: a.clone(), arg: b.clone() })
+        Some(EngineError::TokenTaskMismatch {
+            bound: a.clone(),
+            arg: b.clone()
+        })
     );
     // A worker may not dispatch a task it did not create.
-    assert!(matches!(e.dispatch_attempt(&wt, &b, &Fixed(json!(1), true)).await, Err(EngineError::TokenTaskMismatch { .. })));
+    assert!(matches!(
+        e.dispatch_attempt(&wt, &b, &Fixed(json!(1), true)).await,
+        Err(EngineError::TokenTaskMismatch { .. })
+    ));
     // An explicit other attempt is refused.
-    assert!(matches!(e.post_result(&wt, &a, json!(1), true, Some(7)), Err(EngineError::StaleHandle(_))));
+    assert!(matches!(
+        e.post_result(&wt, &a, json!(1), true, Some(7)),
+        Err(EngineError::StaleHandle(_))
+    ));
     // The handle resolves to the task and attempt.
     let target = e.resolve_handle(ctx.worker_handle.as_str()).unwrap();
     assert_eq!((target.task_id.clone(), target.attempt), (a.clone(), 1));
@@ -95,8 +160,14 @@ async fn worker_token_is_bound_to_its_task_and_attempt() {
     let out = run.await.unwrap().unwrap();
     assert_eq!(out, DispatchOutcome::Pass(json!({"r": 1})));
     // After the task ended: token revoked, handle gone.
-    assert_eq!(e.fetch_prompt(&wt, &a).err(), Some(EngineError::TokenRevoked));
-    assert!(matches!(e.resolve_handle(ctx.worker_handle.as_str()), Err(EngineError::TokenNotFound(_))));
+    assert_eq!(
+        e.fetch_prompt(&wt, &a).err(),
+        Some(EngineError::TokenRevoked)
+    );
+    assert!(matches!(
+        e.resolve_handle(ctx.worker_handle.as_str()),
+        Err(EngineError::TokenNotFound(_))
+    ));
 }
 
 #[test]
@@ -105,7 +176,10 @@ fn limited_uses_are_exhausted() {
     let t = e.mint_token("cli", Role::Operator, 60, Some(2));
     e.verify(&t, Verb::StartTask).unwrap();
     e.verify(&t, Verb::ReadTaskState).unwrap();
-    assert_eq!(e.verify(&t, Verb::StartTask).err(), Some(EngineError::TokenUsesExhausted));
+    assert_eq!(
+        e.verify(&t, Verb::StartTask).err(),
+        Some(EngineError::TokenUsesExhausted)
+    );
     // Session tokens are unlimited.
     let att = operator(&e);
     for _ in 0..100 {
@@ -118,6 +192,9 @@ fn end_session_revokes_its_token() {
     let e = engine();
     let att = operator(&e);
     assert!(e.end_session(&att.token.nonce));
-    assert!(matches!(e.verify(&att.token, Verb::StartTask), Err(EngineError::TokenNotFound(_))));
+    assert!(matches!(
+        e.verify(&att.token, Verb::StartTask),
+        Err(EngineError::TokenNotFound(_))
+    ));
     assert_eq!(e.stats().sessions, 0);
 }

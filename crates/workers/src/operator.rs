@@ -96,9 +96,18 @@ mod tests {
 
     #[test]
     fn renders_object_keys_or_directive() {
-        assert_eq!(render_system_prompt("Hi {{ name }}", r#"{"name":"Ann"}"#).unwrap(), "Hi Ann");
-        assert_eq!(render_system_prompt("Do: {{ directive }}", "plain").unwrap(), "Do: plain");
-        assert_eq!(render_system_prompt("<b>{{ directive }}</b>", "<x>").unwrap(), "<b><x></b>");
+        assert_eq!(
+            render_system_prompt("Hi {{ name }}", r#"{"name":"Ann"}"#).unwrap(),
+            "Hi Ann"
+        );
+        assert_eq!(
+            render_system_prompt("Do: {{ directive }}", "plain").unwrap(),
+            "Do: plain"
+        );
+        assert_eq!(
+            render_system_prompt("<b>{{ directive }}</b>", "<x>").unwrap(),
+            "<b><x></b>"
+        );
     }
 
     #[test]

@@ -39,7 +39,8 @@ impl Harness {
     }
 
     pub async fn run(&self, bp: Value, init: Value) -> Result<Value, LaunchError> {
-        self.run_req(bp, RunRequest::new(init, Duration::from_secs(60))).await
+        self.run_req(bp, RunRequest::new(init, Duration::from_secs(60)))
+            .await
     }
 
     pub async fn run_req(&self, bp: Value, req: RunRequest) -> Result<Value, LaunchError> {

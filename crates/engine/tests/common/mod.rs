@@ -9,7 +9,11 @@ pub fn engine() -> Engine {
 }
 
 pub fn operator(engine: &Engine) -> Attached {
-    engine.attach(AttachRequest::new("test-op", Role::Operator, Duration::from_secs(600)))
+    engine.attach(AttachRequest::new(
+        "test-op",
+        Role::Operator,
+        Duration::from_secs(600),
+    ))
 }
 
 pub fn spec(agent: &str, directive: &str) -> TaskSpec {
