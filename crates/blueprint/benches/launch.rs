@@ -12,6 +12,10 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
+// The `mse` binary uses mimalloc too: per-step work is dominated by small allocations.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const STEPS: usize = 1000;
 
 fn launcher() -> Launcher {

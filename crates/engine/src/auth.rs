@@ -158,9 +158,9 @@ impl Engine {
         let token = self.store_token(token, Some(task.clone()), attempt);
         let handle = WorkerHandle::generate();
         self.inner.handles.insert(
-            handle.as_str().to_string(),
+            handle.clone(),
             HandleRecord {
-                nonce: token.nonce.clone(),
+                token: token.clone(),
                 task: task.clone(),
                 attempt,
                 expire_at,
@@ -180,7 +180,7 @@ impl Engine {
         Ok(HandleTarget {
             task_id: rec.task.clone(),
             attempt: rec.attempt,
-            nonce: rec.nonce.clone(),
+            nonce: rec.token.nonce.clone(),
         })
     }
 
@@ -206,14 +206,14 @@ impl Engine {
     /// Revoke the worker credentials of a task that has ended.
     pub(crate) fn revoke_worker_credentials(
         &self,
-        nonce: Option<String>,
+        nonce: Option<&str>,
         handle: Option<WorkerHandle>,
     ) {
         if let Some(h) = handle {
             self.inner.handles.remove(h.as_str());
         }
         if let Some(n) = nonce {
-            self.revoke_token(&n);
+            self.revoke_token(n);
         }
     }
 }

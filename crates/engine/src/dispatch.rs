@@ -9,7 +9,7 @@ use crate::registry::OperatorInfo;
 use crate::spawn::{SpawnCtx, SpawnError, Spawner};
 use crate::state::{DispatchOutcome, TaskStatus};
 use crate::token::CapToken;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// Marks the task cancelled if the dispatch future is dropped mid-attempt
@@ -61,7 +61,7 @@ impl Engine {
             .ok_or_else(|| EngineError::TaskNotFound(tid.clone()))?;
         let (attempt, agent, prompt) = {
             let mut t = entry.inner.lock();
-            if v.token().role == Role::Worker && t.creator_nonce != token.nonce {
+            if v.token().role == Role::Worker && t.creator.nonce != token.nonce {
                 let bound = v.bound_task().cloned().unwrap_or_else(|| tid.clone());
                 return Err(EngineError::TokenTaskMismatch {
                     bound,
@@ -95,21 +95,12 @@ impl Engine {
             let mut t = entry.inner.lock();
             if t.status.is_terminal() {
                 drop(t);
-                self.revoke_worker_credentials(
-                    Some(worker_token.nonce.clone()),
-                    Some(worker_handle),
-                );
+                self.revoke_worker_credentials(Some(&worker_token.nonce), Some(worker_handle));
                 return Err(EngineError::DispatchFailed("cancelled".into()));
             }
-            t.minted_nonces.push(worker_token.nonce.clone());
-            t.worker_nonce = Some(worker_token.nonce.clone());
+            t.worker_tokens.push(worker_token.clone());
             t.worker_handle = Some(worker_handle.clone());
         }
-        let mut runtime = Map::new();
-        runtime.insert(
-            "worker_handle".into(),
-            Value::String(worker_handle.to_string()),
-        );
         let ctx = SpawnCtx {
             engine: self.clone(),
             task_id: tid.clone(),
@@ -118,7 +109,7 @@ impl Engine {
             prompt,
             worker_token,
             worker_handle,
-            runtime_meta: Arc::new(runtime),
+            project_name_alias: None,
             operator,
             cancel: entry.cancel.clone(),
         };

@@ -11,7 +11,7 @@ use crate::events::{Event, EventBus};
 use crate::gate::RoleVerbGate;
 use crate::ids::{SessionId, TaskId};
 use crate::layers::LayerRegistry;
-use crate::output::{ContentRef, OutputEvent};
+use crate::output::OutputEvent;
 use crate::registry::Registries;
 use crate::state::{OperatorSession, TaskStatus};
 use crate::token::{CapToken, TokenSigner};
@@ -39,7 +39,7 @@ pub(crate) struct AttemptOutput {
     pub attempt: u32,
     pub events: Vec<Arc<OutputEvent>>,
     pub dropped: u64,
-    pub last_final: Option<(ContentRef, bool)>,
+    pub last_final: Option<Arc<OutputEvent>>,
 }
 
 pub(crate) struct TaskInner {
@@ -52,16 +52,16 @@ pub(crate) struct TaskInner {
     pub created_at: u64,
     pub updated_at: u64,
     pub spawn_depth: u32,
-    /// Nonce of the token that created the task (workers may only dispatch their own).
-    pub creator_nonce: String,
+    /// The token that created the task (workers may only dispatch their own).
+    pub creator: Arc<CapToken>,
     pub prompts: Vec<(u32, Arc<str>)>,
     pub systems: Vec<(u32, Option<Arc<str>>)>,
     pub outputs: Vec<AttemptOutput>,
-    /// Credentials of the current attempt, revoked when the task ends.
-    pub worker_nonce: Option<String>,
+    /// Worker tokens minted for this task, one per attempt (the last is current);
+    /// revoked when the task ends, removed on reclamation.
+    pub worker_tokens: Vec<Arc<CapToken>>,
+    /// Handle of the current attempt, removed when the task ends.
     pub worker_handle: Option<crate::ids::WorkerHandle>,
-    /// Every worker token minted for this task, removed on reclamation.
-    pub minted_nonces: Vec<String>,
 }
 
 impl TaskInner {
@@ -93,8 +93,13 @@ pub(crate) struct TaskEntry {
 }
 
 impl TaskEntry {
+    /// Wake pollers. Pollers subscribe before they read the state under the task
+    /// lock, and this runs after the writer released that lock, so a poller that
+    /// saw the old state is always counted here.
     pub fn notify(&self) {
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        if self.changed.receiver_count() > 0 {
+            self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        }
     }
 }
 
@@ -108,7 +113,7 @@ pub(crate) struct TokenRecord {
 }
 
 pub(crate) struct HandleRecord {
-    pub nonce: String,
+    pub token: Arc<CapToken>,
     pub task: TaskId,
     pub attempt: u32,
     pub expire_at: u64,
@@ -126,7 +131,7 @@ pub(crate) struct EngineInner {
     pub gate: RoleVerbGate,
     pub tasks: DashMap<TaskId, Arc<TaskEntry>>,
     pub tokens: DashMap<String, Arc<TokenRecord>>,
-    pub handles: DashMap<String, HandleRecord>,
+    pub handles: DashMap<crate::ids::WorkerHandle, HandleRecord>,
     pub sessions: DashMap<SessionId, Mutex<OperatorSession>>,
     pub session_by_nonce: DashMap<String, SessionId>,
     pub resumes: DashMap<String, Arc<ResumeEntry>>,

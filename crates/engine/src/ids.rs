@@ -40,7 +40,18 @@ pub fn random_hex(n: usize) -> String {
     let mut bytes = [0u8; 32];
     assert!(n <= bytes.len());
     random_bytes(&mut bytes[..n]);
-    hex::encode(&bytes[..n])
+    to_hex(&bytes[..n])
+}
+
+/// Lowercase hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 0xf) as usize] as char);
+    }
+    out
 }
 
 macro_rules! string_id {

@@ -161,22 +161,21 @@ pub mod builtin {
         fn wrap(&self, inner: Arc<dyn Spawner>) -> Arc<dyn Spawner> {
             Arc::new(ProjectAlias {
                 inner,
-                alias: Value::String(self.0.clone()),
+                alias: self.0.as_str().into(),
             })
         }
     }
 
     struct ProjectAlias {
         inner: Arc<dyn Spawner>,
-        alias: Value,
+        alias: Arc<str>,
     }
 
     #[async_trait::async_trait]
     impl Spawner for ProjectAlias {
         async fn spawn(&self, ctx: &SpawnCtx) -> Result<(), SpawnError> {
             let mut ctx = ctx.clone();
-            Arc::make_mut(&mut ctx.runtime_meta)
-                .insert("project_name_alias".into(), self.alias.clone());
+            ctx.project_name_alias = Some(self.alias.clone());
             self.inner.spawn(&ctx).await
         }
     }

@@ -37,15 +37,17 @@ impl Engine {
         };
         let (nonces, handle) = {
             let mut t = entry.inner.lock();
-            (std::mem::take(&mut t.minted_nonces), t.worker_handle.take())
+            (std::mem::take(&mut t.worker_tokens), t.worker_handle.take())
         };
-        for n in nonces {
-            self.inner.tokens.remove(&n);
+        for w in nonces {
+            self.inner.tokens.remove(&w.nonce);
         }
         if let Some(h) = handle {
             self.inner.handles.remove(h.as_str());
         }
-        self.inner.resumes.remove(&senior_resume_key(tid));
+        if !self.inner.resumes.is_empty() {
+            self.inner.resumes.remove(&senior_resume_key(tid));
+        }
     }
 
     fn reclaim_expired_sessions(&self) {

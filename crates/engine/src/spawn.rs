@@ -31,8 +31,8 @@ pub struct SpawnCtx {
     pub worker_token: Arc<CapToken>,
     /// Short bearer for self-fetch over HTTP (`wh-...`).
     pub worker_handle: WorkerHandle,
-    /// `meta.runtime` entries (worker_handle, project_name_alias, ...).
-    pub runtime_meta: Arc<Map<String, Value>>,
+    /// The Blueprint's `metadata.project_name_alias`, set by the alias layer.
+    pub project_name_alias: Option<Arc<str>>,
     /// Operator tiers and bridges resolved from the caller's session.
     pub operator: OperatorInfo,
     /// Fires when the task is cancelled.
@@ -80,11 +80,15 @@ impl SpawnCtx {
 
     /// The `meta` object as the reference exposes it to workers.
     pub fn meta_json(&self) -> Value {
-        serde_json::json!({
-            "runtime": Value::Object((*self.runtime_meta).clone()),
-            "authz": {}, "observer": {}, "loop_ns": {}
-        })
+        let mut runtime = Map::new();
+        let handle = Value::String(self.worker_handle.to_string());
+        runtime.insert("worker_handle".into(), handle);
+        if let Some(alias) = &self.project_name_alias {
+            runtime.insert("project_name_alias".into(), Value::String(alias.to_string()));
+        }
+        serde_json::json!({"runtime": runtime, "authz": {}, "observer": {}, "loop_ns": {}})
     }
+
 }
 
 /// Why an attempt produced no verdict. The text is the dispatcher-visible reason

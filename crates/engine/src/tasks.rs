@@ -74,13 +74,12 @@ impl Engine {
             created_at: now,
             updated_at: now,
             spawn_depth: depth,
-            creator_nonce: token.nonce.clone(),
+            creator: v.record.token.clone(),
             prompts: vec![(1, directive)],
             systems: Vec::new(),
             outputs: Vec::new(),
-            worker_nonce: None,
+            worker_tokens: Vec::new(),
             worker_handle: None,
-            minted_nonces: Vec::new(),
         };
         let entry = Arc::new(TaskEntry {
             id: tid.clone(),
@@ -160,7 +159,8 @@ impl Engine {
         t.status = status;
         t.suspended_on = None;
         t.updated_at = now_unix();
-        self.revoke_worker_credentials(t.worker_nonce.take(), t.worker_handle.take());
+        let current = t.worker_tokens.last().map(|w| w.nonce.as_str());
+        self.revoke_worker_credentials(current, t.worker_handle.take());
         self.inner
             .finished
             .lock()
@@ -270,8 +270,8 @@ impl Engine {
         {
             let mut t = e.inner.lock();
             let out = t.output_mut(attempt);
-            if let OutputEvent::Final { content, ok } = &*event {
-                out.last_final = Some((content.clone(), *ok));
+            if event.is_final() {
+                out.last_final = Some(event.clone());
             }
             if out.events.len() < max {
                 out.events.push(event.clone());
@@ -318,7 +318,10 @@ impl Engine {
         e.inner
             .lock()
             .output(attempt)
-            .and_then(|o| o.last_final.clone())
+            .and_then(|o| match o.last_final.as_deref() {
+                Some(OutputEvent::Final { content, ok }) => Some((content.clone(), *ok)),
+                _ => None,
+            })
     }
 
     /// Worker result over HTTP (`/v1/worker/result`): append a `final` to `attempt`

@@ -68,14 +68,17 @@ impl CapToken {
         now >= self.expire_at
     }
 
-    /// Field-by-field equality with a constant-time comparison of the MAC.
+    /// Field-by-field equality with a constant-time, case-insensitive comparison
+    /// of the MAC.
     pub fn same_as(&self, other: &CapToken) -> bool {
-        let sig_eq: bool = self
-            .sig_hex
-            .to_ascii_lowercase()
-            .as_bytes()
-            .ct_eq(other.sig_hex.to_ascii_lowercase().as_bytes())
-            .into();
+        let (a, b) = (self.sig_hex.as_bytes(), other.sig_hex.as_bytes());
+        let sig_eq = a.len() == b.len() && {
+            let mut diff = 0u8;
+            for (x, y) in a.iter().zip(b) {
+                diff |= x.to_ascii_lowercase() ^ y.to_ascii_lowercase();
+            }
+            bool::from(diff.ct_eq(&0))
+        };
         sig_eq
             && self.agent_id == other.agent_id
             && self.role == other.role
@@ -111,10 +114,11 @@ pub fn signing_input(t: &CapToken) -> Vec<u8> {
     out
 }
 
-/// Holds the signing secret. The secret is never printed (Debug is redacted).
+/// Holds the signing key. The secret is never printed (Debug is redacted).
 #[derive(Clone)]
 pub struct TokenSigner {
-    secret: Vec<u8>,
+    /// HMAC state with the key already absorbed; cloned per MAC.
+    keyed: HmacSha256,
 }
 
 impl std::fmt::Debug for TokenSigner {
@@ -124,21 +128,21 @@ impl std::fmt::Debug for TokenSigner {
 }
 
 impl TokenSigner {
-    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+    pub fn new(secret: impl AsRef<[u8]>) -> Self {
         Self {
-            secret: secret.into(),
+            keyed: HmacSha256::new_from_slice(secret.as_ref()).expect("HMAC accepts any key size"),
         }
     }
 
     /// A signer with 32 fresh bytes from the OS RNG.
     pub fn random() -> Self {
-        let mut secret = vec![0u8; 32];
+        let mut secret = [0u8; 32];
         crate::ids::random_bytes(&mut secret);
-        Self { secret }
+        Self::new(secret)
     }
 
     fn mac(&self, t: &CapToken) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts any key size");
+        let mut mac = self.keyed.clone();
         mac.update(&signing_input(t));
         mac
     }
@@ -163,7 +167,7 @@ impl TokenSigner {
             nonce: crate::ids::nonce(),
             sig_hex: String::new(),
         };
-        t.sig_hex = hex::encode(self.mac(&t).finalize().into_bytes());
+        t.sig_hex = crate::ids::to_hex(&self.mac(&t).finalize().into_bytes());
         t
     }
 
