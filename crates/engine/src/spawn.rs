@@ -84,11 +84,13 @@ impl SpawnCtx {
         let handle = Value::String(self.worker_handle.to_string());
         runtime.insert("worker_handle".into(), handle);
         if let Some(alias) = &self.project_name_alias {
-            runtime.insert("project_name_alias".into(), Value::String(alias.to_string()));
+            runtime.insert(
+                "project_name_alias".into(),
+                Value::String(alias.to_string()),
+            );
         }
         serde_json::json!({"runtime": runtime, "authz": {}, "observer": {}, "loop_ns": {}})
     }
-
 }
 
 /// Why an attempt produced no verdict. The text is the dispatcher-visible reason

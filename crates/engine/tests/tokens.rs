@@ -17,7 +17,7 @@ fn forged_signature_is_rejected() {
         Some(EngineError::BadSignature)
     );
     // A token minted with another secret.
-    let other = TokenSigner::new(b"other".to_vec()).mint(
+    let other = TokenSigner::new(b"other").mint(
         "x",
         Role::Operator,
         vec!["*".into()],
@@ -100,7 +100,7 @@ fn signed_but_unrecorded_token_is_not_found() {
         token_secret: Some(b"s3cret".to_vec()),
         ..Default::default()
     });
-    let t = TokenSigner::new(b"s3cret".to_vec()).mint(
+    let t = TokenSigner::new(b"s3cret").mint(
         "x",
         Role::Operator,
         vec!["*".into()],
