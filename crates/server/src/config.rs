@@ -1,0 +1,96 @@
+//! Everything `mse serve` can be configured with. The CLI fills this from flags,
+//! the TOML config file, `MSE_*` environment variables and defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Resolved server configuration.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    /// Where persistent state lives (token secret, later the SQLite database).
+    pub data_dir: PathBuf,
+    /// HMAC secret for capability tokens (at least 32 bytes).
+    pub token_secret: Vec<u8>,
+    /// When set, required as `Authorization: Bearer <admin token>` on every route
+    /// that mints credentials or changes state (decision 9).
+    pub admin_token: Option<String>,
+    /// Allow `subprocess` agents (decision 10).
+    pub allow_subprocess: bool,
+    pub limits: Limits,
+    /// Grace period for in-flight requests on shutdown.
+    pub shutdown_grace: Duration,
+    /// Id of the Blueprint seeded at boot.
+    pub seed_blueprint_id: String,
+}
+
+/// Every configurable limit (decision 4), with its default.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Request body size (default 16 MiB); larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// JSON nesting depth of request bodies (default 128).
+    pub max_json_depth: usize,
+    /// Items of one fanout (default 1024).
+    pub max_fanout_width: usize,
+    /// Nesting of fanouts (default 8).
+    pub max_fanout_depth: usize,
+    /// Loop iteration ceiling (default 100 000).
+    pub max_loop_iterations: u64,
+    /// Runs evaluated at once (default 1024); more get 429.
+    pub max_concurrent_runs: usize,
+    /// Upper bound on a run's TTL (default 7 days).
+    pub max_run_ttl: Duration,
+    /// Lua wall time per dispatch (default 5 s) and memory per VM (default 64 MiB).
+    pub lua_time_limit: Duration,
+    pub lua_memory_limit: usize,
+    /// Subprocess wall time (default 300 s) and stdout cap (default 16 MiB).
+    pub subprocess_time_limit: Duration,
+    pub subprocess_max_output: usize,
+    /// How long an operator reply may take (default 300 s, never past the run TTL).
+    pub operator_reply_timeout: Duration,
+    /// Retention of finished tasks (default 300 s).
+    pub task_retention: Duration,
+    /// Retained finished tasks at most (default 100 000).
+    pub max_retained_tasks: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_json_depth: 128,
+            max_fanout_width: 1024,
+            max_fanout_depth: 8,
+            max_loop_iterations: 100_000,
+            max_concurrent_runs: 1024,
+            max_run_ttl: Duration::from_secs(7 * 24 * 3600),
+            lua_time_limit: Duration::from_secs(5),
+            lua_memory_limit: 64 * 1024 * 1024,
+            subprocess_time_limit: Duration::from_secs(300),
+            subprocess_max_output: 16 * 1024 * 1024,
+            operator_reply_timeout: Duration::from_secs(300),
+            task_retention: Duration::from_secs(300),
+            max_retained_tasks: 100_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A config for tests and embedding: loopback port 0, a random secret.
+    pub fn ephemeral(data_dir: PathBuf) -> Self {
+        let mut secret = vec![0u8; 32];
+        mse_engine::ids::random_bytes(&mut secret);
+        Self {
+            bind: "127.0.0.1:0".parse().expect("valid address"),
+            data_dir,
+            token_secret: secret,
+            admin_token: None,
+            allow_subprocess: false,
+            limits: Limits::default(),
+            shutdown_grace: Duration::from_secs(10),
+            seed_blueprint_id: "main".into(),
+        }
+    }
+}

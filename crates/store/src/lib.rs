@@ -1,0 +1,18 @@
+//! Stores behind the server, as backend-neutral async traits.
+//!
+//! - [`BlueprintStore`]: content-addressed Blueprint versions per id, with lineage,
+//!   an expected-head check on writes, archive/unarchive and version selectors.
+//! - [`OutputStore`]: the data plane (`/v1/data/*`), outputs addressed by id or
+//!   by producer name.
+//!
+//! [`memory`] holds the volatile in-memory backends.
+
+pub mod blueprints;
+pub mod memory;
+pub mod outputs;
+
+pub use blueprints::{
+    validate_blueprint_id, BlueprintStore, HistoryEntry, StoreError, StoredBlueprint, VersionMeta,
+    VersionSelector,
+};
+pub use outputs::{OutputRecord, OutputStore};
