@@ -59,7 +59,7 @@ impl Engine {
             });
         }
         let Some(record) = record.filter(|_| identical) else {
-            return Err(EngineError::TokenNotFound(format!("nonce={}", token.nonce)));
+            return self.verify_from_previous_process(token);
         };
         if record.revoked.load(Ordering::Acquire) {
             return Err(EngineError::TokenRevoked);
@@ -75,6 +75,33 @@ impl Engine {
             return Err(EngineError::TokenUsesExhausted);
         }
         Ok(Verified { record })
+    }
+
+    /// A correctly signed, unexpired token with no record, issued before this engine
+    /// started, was minted by an earlier process with the same (persisted) secret.
+    /// It is accepted with the binding its signed fields imply: a worker token is
+    /// bound to the task named in `worker-of-<task>` (which no longer exists after a
+    /// restart). Limited-use tokens cannot be counted and are refused.
+    fn verify_from_previous_process(&self, token: &CapToken) -> Result<Verified, EngineError> {
+        let not_found = || EngineError::TokenNotFound(format!("nonce={}", token.nonce));
+        if token.issued_at >= self.inner.started_at || token.max_uses.is_some() {
+            return Err(not_found());
+        }
+        let task = match token.role {
+            Role::Worker => Some(TaskId::from(
+                token.agent_id.strip_prefix("worker-of-").ok_or_else(not_found)?,
+            )),
+            _ => None,
+        };
+        Ok(Verified {
+            record: Arc::new(TokenRecord {
+                token: Arc::new(token.clone()),
+                uses_left: AtomicI64::new(-1),
+                revoked: AtomicBool::new(false),
+                task,
+                attempt: 0,
+            }),
+        })
     }
 
     /// Verify, then apply the ownership gate for worker tokens.

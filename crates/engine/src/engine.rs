@@ -143,6 +143,9 @@ pub(crate) struct EngineInner {
     pub finished: Mutex<VecDeque<(Instant, TaskId)>>,
     /// Unbound (session) tokens by expiry, for reclamation.
     pub session_expiry: Mutex<BinaryHeap<Reverse<(u64, String)>>>,
+    /// Unix seconds when this engine started; unrecorded tokens issued before it
+    /// come from an earlier process with the same secret.
+    pub started_at: u64,
 }
 
 /// The long-running engine. Cheap to clone.
@@ -196,6 +199,7 @@ impl Engine {
                 layers: LayerRegistry::default(),
                 finished: Mutex::new(VecDeque::new()),
                 session_expiry: Mutex::new(BinaryHeap::new()),
+                started_at: now_unix(),
                 cfg,
             }),
         }
