@@ -1,5 +1,30 @@
-//! The HTTP API of the orchestration server.
+//! The HTTP API of the orchestration server (`mse serve`).
+//!
+//! Wire contract: `docs`/spec `http-api.md` §1–§8, with the project decisions on
+//! top (every client error is a 4xx JSON `{"error": ...}`; 401 for unknown,
+//! forged or expired credentials, 403 for valid-but-not-allowed, 404 for unknown
+//! resources; configurable limits; optional admin token).
+//!
+//! Layout:
+//! - [`state`]: everything a request handler needs ([`AppState`]) and how it is built;
+//! - [`server`]: [`bind`] and [`Bound::run`] (listener, graceful shutdown);
+//! - `app`: the router, fallbacks and middleware;
+//! - `error`, `extract`, `auth`: the JSON error type, body/query extractors with
+//!   limits, and bearer/admin credential parsing;
+//! - `routes::*`: one module per route family.
 
+mod app;
+mod auth;
 pub mod config;
+mod error;
+mod extract;
+mod routes;
+mod seed;
+mod server;
+mod state;
 
+pub use app::router;
 pub use config::{Limits, ServerConfig};
+pub use error::{ApiError, ServerError};
+pub use server::{bind, Bound};
+pub use state::AppState;

@@ -5,18 +5,17 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Which stored version a request means.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum VersionSelector {
+    #[default]
     Latest,
-    Fixed { value: String },
-    SemverReq { req: String },
-}
-
-impl Default for VersionSelector {
-    fn default() -> Self {
-        Self::Latest
-    }
+    Fixed {
+        value: String,
+    },
+    SemverReq {
+        req: String,
+    },
 }
 
 /// Lineage of one stored version.
@@ -46,7 +45,9 @@ pub type HistoryEntry = VersionMeta;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
-    #[error("invalid blueprint id {0:?}: use 1-128 characters from [A-Za-z0-9._-], not '.' or '..'")]
+    #[error(
+        "invalid blueprint id {0:?}: use 1-128 characters from [A-Za-z0-9._-], not '.' or '..'"
+    )]
     InvalidId(String),
     #[error("blueprint not found: id={0}")]
     NotFound(String),
@@ -90,7 +91,11 @@ pub trait BlueprintStore: Send + Sync + 'static {
     /// Current head of a live id (`NotFound`, `Archived`).
     async fn read_head(&self, id: &str) -> Result<StoredBlueprint, StoreError>;
     /// One stored version, archived or not.
-    async fn read_version(&self, id: &str, version: &BlueprintVersion) -> Result<StoredBlueprint, StoreError>;
+    async fn read_version(
+        &self,
+        id: &str,
+        version: &BlueprintVersion,
+    ) -> Result<StoredBlueprint, StoreError>;
     /// Versions newest first, head included, at most `limit`.
     async fn history(&self, id: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError>;
     /// Append `bp` as the new head. With `expected_head` set, the write happens only
@@ -110,12 +115,18 @@ pub trait BlueprintStore: Send + Sync + 'static {
     async fn list(&self) -> Result<Vec<(String, VersionMeta, bool)>, StoreError>;
 
     /// Resolve a selector (default implementation over the methods above).
-    async fn resolve(&self, id: &str, selector: &VersionSelector) -> Result<StoredBlueprint, StoreError> {
+    async fn resolve(
+        &self,
+        id: &str,
+        selector: &VersionSelector,
+    ) -> Result<StoredBlueprint, StoreError> {
         validate_blueprint_id(id)?;
         match selector {
             VersionSelector::Latest => self.read_head(id).await,
             VersionSelector::Fixed { value } => {
-                let v: BlueprintVersion = value.parse().map_err(|_| StoreError::BadVersion(value.clone()))?;
+                let v: BlueprintVersion = value
+                    .parse()
+                    .map_err(|_| StoreError::BadVersion(value.clone()))?;
                 self.read_head(id).await?;
                 self.read_version(id, &v).await
             }
@@ -134,7 +145,8 @@ pub trait BlueprintStore: Send + Sync + 'static {
                         let label = semver::Version::parse(m.version_label.as_deref()?).ok()?;
                         r.matches(&label).then_some((label, m.version))
                     })
-                    .max_by(|a, b| a.0.cmp(&b.0));
+                    // History is newest first: keep the first of equal labels.
+                    .reduce(|best, x| if x.0 > best.0 { x } else { best });
                 match best {
                     Some((_, v)) => self.read_version(id, &v).await,
                     None => Err(StoreError::NoSemverMatch {

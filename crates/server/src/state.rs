@@ -1,0 +1,183 @@
+//! [`AppState`]: the engine, the launcher, the stores, the configuration and the
+//! `/v1/sessions` map, shared by every handler behind one `Arc` (a request clones
+//! a pointer, nothing else).
+//!
+//! Building it wires the pieces together in the order of http-api.md §13.2: the
+//! engine (secret, retention), its built-in layers, the spawner factories (Lua with
+//! its limits, subprocess only when allowed), the launcher (flow limits,
+//! concurrency, TTL ceiling), the stores, and the seed Blueprint.
+
+use crate::config::ServerConfig;
+use crate::error::ServerError;
+use mse_blueprint::{LaunchConfig, Launcher, SpawnerFactories};
+use mse_engine::{Engine, EngineConfig};
+use mse_store::memory::{MemoryBlueprintStore, MemoryOutputStore};
+use mse_store::{BlueprintStore, OutputStore};
+use mse_workers::lua::{LuaConfig, LuaFactory};
+use mse_workers::rust_fn::RustFnRegistry;
+use mse_workers::subprocess::{SubprocessConfig, SubprocessFactory};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// TTL of a run when neither the request nor the Blueprint sets one (§5.3).
+pub const SERVER_DEFAULT_TTL_SECS: u64 = 1800;
+
+/// Shared state of all handlers. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    launcher: Launcher,
+    blueprints: Arc<dyn BlueprintStore>,
+    outputs: Arc<dyn OutputStore>,
+    config: ServerConfig,
+    sessions: SessionMap,
+    /// The address actually bound (known after `bind`).
+    local_addr: OnceLock<SocketAddr>,
+}
+
+impl AppState {
+    /// Build everything but the listener (see the module doc). Seeds the seed
+    /// Blueprint when its id has no head.
+    pub async fn build(cfg: ServerConfig) -> Result<AppState, ServerError> {
+        if cfg.token_secret.is_empty() {
+            return Err(ServerError::Config("token secret is empty".into()));
+        }
+        let limits = &cfg.limits;
+        let engine = Engine::new(EngineConfig {
+            token_secret: Some(cfg.token_secret.clone()),
+            task_retention: limits.task_retention,
+            max_retained_tasks: limits.max_retained_tasks,
+            ..EngineConfig::default()
+        });
+        mse_engine::layers::builtin::register_defaults(engine.layers());
+        let lua = LuaFactory::new(LuaConfig {
+            time_limit: limits.lua_time_limit,
+            memory_limit: limits.lua_memory_limit,
+            ..LuaConfig::default()
+        });
+        let subprocess = cfg.allow_subprocess.then(|| {
+            SubprocessFactory::new(SubprocessConfig {
+                time_limit: limits.subprocess_time_limit,
+                max_output_bytes: limits.subprocess_max_output,
+                ..SubprocessConfig::default()
+            })
+        });
+        let factories =
+            SpawnerFactories::standard(&engine, RustFnRegistry::default(), lua, subprocess);
+        let launcher = Launcher::new(
+            engine.clone(),
+            factories,
+            LaunchConfig {
+                flow_limits: mse_flow::Limits {
+                    max_fanout_width: limits.max_fanout_width,
+                    max_loop_iterations: limits.max_loop_iterations,
+                    max_fanout_depth: limits.max_fanout_depth,
+                },
+                max_concurrent_runs: limits.max_concurrent_runs.max(1),
+                default_ttl: Duration::from_secs(SERVER_DEFAULT_TTL_SECS),
+                max_ttl: limits.max_run_ttl,
+            },
+        );
+        let blueprints: Arc<dyn BlueprintStore> = Arc::new(MemoryBlueprintStore::new());
+        let outputs: Arc<dyn OutputStore> = Arc::new(MemoryOutputStore::new());
+        crate::seed::seed(blueprints.as_ref(), &cfg.seed_blueprint_id).await?;
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                engine,
+                launcher,
+                blueprints,
+                outputs,
+                config: cfg,
+                sessions: SessionMap::default(),
+                local_addr: OnceLock::new(),
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    pub fn launcher(&self) -> &Launcher {
+        &self.inner.launcher
+    }
+
+    pub fn blueprints(&self) -> &Arc<dyn BlueprintStore> {
+        &self.inner.blueprints
+    }
+
+    pub fn outputs(&self) -> &Arc<dyn OutputStore> {
+        &self.inner.outputs
+    }
+
+    /// Kind of the Blueprint store (`memory`).
+    pub fn blueprint_store_kind(&self) -> &'static str {
+        "memory"
+    }
+
+    /// Kind of the output store (`memory`).
+    pub fn output_store_kind(&self) -> &'static str {
+        "memory"
+    }
+
+    pub(crate) fn sessions(&self) -> &SessionMap {
+        &self.inner.sessions
+    }
+
+    /// The bound address, or the configured one before binding.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner
+            .local_addr
+            .get()
+            .copied()
+            .unwrap_or(self.inner.config.bind)
+    }
+
+    pub(crate) fn set_local_addr(&self, addr: SocketAddr) {
+        let _ = self.inner.local_addr.set(addr);
+    }
+}
+
+/// Sessions attached through `POST /v1/sessions`: token nonce (= session id) →
+/// token expiry. Entries past their expiry are dropped on later inserts (the
+/// engine reclaims the sessions themselves), so the map stays bounded by the
+/// number of live sessions.
+#[derive(Default)]
+pub(crate) struct SessionMap {
+    map: Mutex<HashMap<String, u64>>,
+    /// Size after the last purge; the next purge runs once the map doubles.
+    purged_at: Mutex<usize>,
+}
+
+impl SessionMap {
+    pub fn insert(&self, nonce: String, expire_at: u64) {
+        let now = mse_engine::now_unix();
+        let mut map = self.map.lock();
+        let mut purged_at = self.purged_at.lock();
+        if map.len() >= (*purged_at * 2).max(64) {
+            map.retain(|_, exp| *exp > now);
+            *purged_at = map.len();
+        }
+        map.insert(nonce, expire_at);
+    }
+
+    /// Remove and return the entry's expiry.
+    pub fn remove(&self, nonce: &str) -> Option<u64> {
+        self.map.lock().remove(nonce)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+}
