@@ -742,6 +742,7 @@ macro_rules! blueprint_store_suite {
             case!(resolve_latest);
             case!(resolve_fixed);
             case!(resolve_semver);
+            case!(semver_tie_picks_newest);
             case!(concurrent_writes_form_linear_history);
             case!(concurrent_expected_head_single_winner);
         }
