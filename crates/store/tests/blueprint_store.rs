@@ -718,6 +718,15 @@ pub async fn concurrent_expected_head_single_winner(store: Arc<dyn BlueprintStor
 
 /// `blueprint_store_suite!(module_name, async_constructor)` generates one
 /// `#[tokio::test]` per suite function, each on a fresh store.
+pub async fn semver_tie_picks_newest(store: Arc<dyn BlueprintStore>) {
+    let old = bp("tie", "old", Some("1.0.0"));
+    let new = bp("tie", "new", Some("1.0.0"));
+    put(store.as_ref(), &old).await;
+    put(store.as_ref(), &new).await;
+    let got = store.resolve("tie", &semver("^1")).await.unwrap();
+    assert_eq!(got.meta.version, ver(&new));
+}
+
 macro_rules! blueprint_store_suite {
     ($module:ident, $make:path) => {
         mod $module {
