@@ -34,6 +34,10 @@ to --shutdown-grace-secs; a second signal exits at once.
 Exit codes: 0 clean shutdown, 1 startup or runtime failure (e.g. the address is in
 use), 2 invalid command line or configuration.";
 
+const AFTER_HELP: &str = "\
+Precedence: flag > config file > environment (MSE_<KEY>) > default.
+'--help' shows each option's config key and environment variable.";
+
 const AFTER_LONG_HELP: &str = "\
 Example config file (~/.mse/config.toml):
   bind = \"127.0.0.1:7790\"
@@ -51,7 +55,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    #[command(about = SERVE_ABOUT, long_about = SERVE_LONG_ABOUT, after_long_help = AFTER_LONG_HELP)]
+    #[command(
+        about = SERVE_ABOUT,
+        long_about = SERVE_LONG_ABOUT,
+        after_help = AFTER_HELP,
+        after_long_help = AFTER_LONG_HELP
+    )]
     Serve(ServeArgs),
 }
 
@@ -199,7 +208,15 @@ impl ServeArgs {
 
 /// The clap command with every option's default, config key and env var in its help.
 pub fn command() -> clap::Command {
-    Cli::command().mut_subcommand("serve", |mut serve| {
+    Cli::command().mut_subcommand("serve", |serve| {
+        let mut serve = serve.mut_arg("config", |arg| {
+            arg.help("TOML config file [default: ~/.mse/config.toml] [env: MSE_CONFIG]")
+                .long_help(format!(
+                    "TOML config file; see the precedence rule above.\n[default: {}]\n[env: {}]",
+                    config::default_config_path().display(),
+                    config::CONFIG_ENV
+                ))
+        });
         for key in Options::KEYS {
             let default = config::default_display(key).unwrap_or_default();
             let env = config::env_var(key);
@@ -215,14 +232,7 @@ pub fn command() -> clap::Command {
                     .long_help(format!("{help}.\n[default: {default}]\n[config key: {key}] [env: {env}]"))
             });
         }
-        serve.mut_arg("config", |arg| {
-            arg.help("TOML config file [default: ~/.mse/config.toml] [env: MSE_CONFIG]")
-                .long_help(format!(
-                    "TOML config file; see the precedence rule above.\n[default: {}]\n[env: {}]",
-                    config::default_config_path().display(),
-                    config::CONFIG_ENV
-                ))
-        })
+        serve
     })
 }
 

@@ -31,9 +31,9 @@ fn parse_bearer<'a>(raw: &'a [u8], what: &str) -> Result<&'a str, ApiError> {
         .ok()
         .filter(|s| s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
         .ok_or_else(|| ApiError::unauthorized("invalid Authorization header encoding"))?;
-    let rest = text
-        .strip_prefix("Bearer ")
-        .ok_or_else(|| ApiError::unauthorized(format!("Authorization must be 'Bearer <{what}>'")))?;
+    let rest = text.strip_prefix("Bearer ").ok_or_else(|| {
+        ApiError::unauthorized(format!("Authorization must be 'Bearer <{what}>'"))
+    })?;
     let value = rest.trim();
     if value.is_empty() {
         return Err(ApiError::unauthorized(format!(
@@ -121,7 +121,13 @@ mod tests {
     fn bearer_forms() {
         assert_eq!(parse_bearer(b"Bearer abc ", "t").unwrap(), "abc");
         assert_eq!(parse_bearer(b"Bearer   x", "t").unwrap(), "x");
-        for bad in [&b"bearer x"[..], b"Bearer", b"Bearer   ", b"Basic x", b"Bearer \xff"] {
+        for bad in [
+            &b"bearer x"[..],
+            b"Bearer",
+            b"Bearer   ",
+            b"Basic x",
+            b"Bearer \xff",
+        ] {
             let e = parse_bearer(bad, "t").unwrap_err();
             assert_eq!(e.status.as_u16(), 401, "{bad:?}");
         }

@@ -6,6 +6,7 @@
 //!   the raw bytes before parsing (400), then one typed parse: syntax errors are
 //!   400, shape errors 422 with the failing field's path.
 //! - [`RawBody`]: the size limit only (`/v1/worker/submit`).
+//! - Both give up on a body that takes longer than [`BODY_READ_TIMEOUT`] (408).
 //! - [`Query`] and [`Path`]: axum's, with 400 JSON rejections.
 
 use crate::error::ApiError;
@@ -16,6 +17,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 /// A JSON request body parsed into `T`.
 pub struct JsonBody<T>(pub T);
@@ -89,13 +91,24 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// How long a client may take to send its body (a trickling client must not
+/// hold a request open forever). 60 s allow 16 MiB at ~270 KiB/s.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Collect the body, refusing more than `limit` bytes (413). A declared
 /// `Content-Length` over the limit is refused without reading.
 async fn read_body(body: Body, declared: Option<u64>, limit: usize) -> Result<Bytes, ApiError> {
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
-    match Limited::new(body, limit).collect().await {
+    let collect = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect());
+    let Ok(collected) = collect.await else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timed out reading the request body",
+        ));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
         Err(e) => Err(ApiError::bad_request(format!(
@@ -136,9 +149,14 @@ pub fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
     false
 }
 
-/// Depth check, then one typed parse. The fast path is plain serde_json; only a
-/// failing body is parsed again with path tracking to name the field.
+/// serde_json refuses nesting beyond this whatever the configuration says.
+pub const PARSER_MAX_DEPTH: usize = 127;
+
+/// Depth check (the configured limit, at most [`PARSER_MAX_DEPTH`]), then one
+/// typed parse. The fast path is plain serde_json; only a failing body is parsed
+/// again with path tracking to name the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> Result<T, ApiError> {
+    let max_depth = max_depth.min(PARSER_MAX_DEPTH);
     if nesting_exceeds(bytes, max_depth) {
         return Err(ApiError::bad_request(format!(
             "JSON nesting deeper than {max_depth}"
@@ -235,7 +253,12 @@ mod tests {
             h.insert(header::CONTENT_TYPE, ok.parse().unwrap());
             assert!(check_json_content_type(&h).is_ok(), "{ok}");
         }
-        for bad in ["text/plain", "application/jsonx", "application/+jsonx", "json"] {
+        for bad in [
+            "text/plain",
+            "application/jsonx",
+            "application/+jsonx",
+            "json",
+        ] {
             h.insert(header::CONTENT_TYPE, bad.parse().unwrap());
             assert!(check_json_content_type(&h).is_err(), "{bad}");
         }

@@ -1,7 +1,7 @@
 //! The HTTP API of the orchestration server (`mse serve`).
 //!
-//! Wire contract: `docs`/spec `http-api.md` §1–§8, with the project decisions on
-//! top (every client error is a 4xx JSON `{"error": ...}`; 401 for unknown,
+//! Wire contract: the reference's routes and shapes (spec `http-api.md` §1–§8),
+//! with the project decisions on top (every client error is a 4xx JSON `{"error": ...}`; 401 for unknown,
 //! forged or expired credentials, 403 for valid-but-not-allowed, 404 for unknown
 //! resources; configurable limits; optional admin token).
 //!

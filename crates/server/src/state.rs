@@ -86,7 +86,7 @@ impl AppState {
             },
         );
         let blueprints: Arc<dyn BlueprintStore> = Arc::new(MemoryBlueprintStore::new());
-        let outputs: Arc<dyn OutputStore> = Arc::new(MemoryOutputStore::new());
+        let outputs: Arc<dyn OutputStore> = Arc::new(MemoryOutputStore::default());
         crate::seed::seed(blueprints.as_ref(), &cfg.seed_blueprint_id).await?;
         Ok(AppState {
             inner: Arc::new(Inner {
@@ -155,29 +155,33 @@ impl AppState {
 /// number of live sessions.
 #[derive(Default)]
 pub(crate) struct SessionMap {
-    map: Mutex<HashMap<String, u64>>,
+    inner: Mutex<Sessions>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    by_nonce: HashMap<String, u64>,
     /// Size after the last purge; the next purge runs once the map doubles.
-    purged_at: Mutex<usize>,
+    purged_at: usize,
 }
 
 impl SessionMap {
     pub fn insert(&self, nonce: String, expire_at: u64) {
         let now = mse_engine::now_unix();
-        let mut map = self.map.lock();
-        let mut purged_at = self.purged_at.lock();
-        if map.len() >= (*purged_at * 2).max(64) {
-            map.retain(|_, exp| *exp > now);
-            *purged_at = map.len();
+        let mut s = self.inner.lock();
+        if s.by_nonce.len() >= (s.purged_at * 2).max(64) {
+            s.by_nonce.retain(|_, exp| *exp > now);
+            s.purged_at = s.by_nonce.len();
         }
-        map.insert(nonce, expire_at);
+        s.by_nonce.insert(nonce, expire_at);
     }
 
     /// Remove and return the entry's expiry.
     pub fn remove(&self, nonce: &str) -> Option<u64> {
-        self.map.lock().remove(nonce)
+        self.inner.lock().by_nonce.remove(nonce)
     }
 
     pub fn len(&self) -> usize {
-        self.map.lock().len()
+        self.inner.lock().by_nonce.len()
     }
 }

@@ -1,0 +1,7 @@
+//! Handlers, one module per route family of http-api.md §2.
+
+pub mod data;
+pub mod health;
+pub mod sessions;
+pub mod tasks;
+pub mod worker;
