@@ -6,14 +6,15 @@ use crate::factories::SpawnerFactories;
 use crate::schema::{Blueprint, OperatorKind as BpOperatorKind};
 use mse_engine::layers::builtin::ProjectAliasLayer;
 use mse_engine::{
-    AttachRequest, CapToken, DispatchOutcome, Engine, OperatorKind, Role, SessionId,
+    AttachRequest, Attached, CapToken, DispatchOutcome, Engine, OperatorKind, Role, SessionId,
     SessionProfile, Spawner, SpawnerLayer, TaskSpec,
 };
 use mse_flow::{FlowError, Limits};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// Launch limits and defaults.
@@ -74,7 +75,8 @@ impl RunRequest {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunOutcome {
     pub final_ctx: Value,
-    pub session_id: SessionId,
+    /// The run's engine session; `None` when the flow executed no step.
+    pub session_id: Option<SessionId>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -147,25 +149,21 @@ impl Launcher {
             .map_err(|_| LaunchError::Busy(self.cfg.max_concurrent_runs))?;
         let bp = &compiled.blueprint;
         let ttl = req.ttl.min(self.cfg.max_ttl);
-        let spawner = self.link(compiled);
-        // Token lifetimes are whole seconds: round up so a sub-second TTL still runs.
-        let token_ttl = Duration::from_secs(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0));
-        let attached = self.engine.attach(
-            AttachRequest::new(req.operator_id.clone(), Role::Operator, token_ttl)
-                .profile(session_profile(bp, &req)),
-        );
         let dispatcher = EngineDispatcher {
             engine: self.engine.clone(),
-            token: attached.token.clone(),
-            spawner,
+            session: OnceLock::new(),
+            attach: AttachRequest::new(req.operator_id.clone(), Role::Operator, ttl)
+                .profile(session_profile(bp, &req)),
+            deadline: Instant::now() + ttl,
+            spawner: self.link(compiled),
         };
         let eval = mse_flow::evaluate(&bp.flow, req.init_ctx, &dispatcher, &self.cfg.flow_limits);
         let result = tokio::time::timeout(ttl, eval).await;
-        self.engine.end_session(&attached.token.nonce);
+        let session_id = dispatcher.end();
         match result {
             Ok(Ok(final_ctx)) => Ok(RunOutcome {
                 final_ctx,
-                session_id: attached.session_id,
+                session_id,
             }),
             Ok(Err(e)) => Err(LaunchError::Flow(e)),
             Err(_) => Err(LaunchError::Timeout(ttl)),
@@ -213,10 +211,39 @@ fn session_profile(bp: &Blueprint, req: &RunRequest) -> SessionProfile {
 }
 
 /// The flow's dispatcher: one engine task per executed step.
+///
+/// The run's engine session is attached at the first step, so flows that never
+/// dispatch (pure data shaping) mint no credentials at all.
 struct EngineDispatcher {
     engine: Engine,
-    token: Arc<CapToken>,
+    session: OnceLock<Attached>,
+    attach: AttachRequest,
+    /// The run's end; the session token expires then.
+    deadline: Instant,
     spawner: Arc<dyn Spawner>,
+}
+
+impl EngineDispatcher {
+    fn token(&self) -> &Arc<CapToken> {
+        &self
+            .session
+            .get_or_init(|| {
+                let left = self.deadline.saturating_duration_since(Instant::now());
+                // Token lifetimes are whole seconds: round up so a sub-second TTL still runs.
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                let mut req = self.attach.clone();
+                req.ttl = Duration::from_secs(secs);
+                self.engine.attach(req)
+            })
+            .token
+    }
+
+    /// End the session, if one was attached.
+    fn end(&self) -> Option<SessionId> {
+        let attached = self.session.get()?;
+        self.engine.end_session(&attached.token.nonce);
+        Some(attached.session_id.clone())
+    }
 }
 
 /// A step input as the worker's directive: strings verbatim, else compact JSON.
@@ -237,10 +264,10 @@ impl mse_flow::Dispatcher for EngineDispatcher {
         };
         let tid = self
             .engine
-            .start_task(&self.token, spec)
+            .start_task(self.token(), spec)
             .map_err(|e| fail(format!("start_task: {e}")))?;
         let span = tracing::debug_span!("step", step_ref, task_id = %tid);
-        let dispatch = self.engine.dispatch_attempt(&self.token, &tid, self.spawner.as_ref());
+        let dispatch = self.engine.dispatch_attempt(self.token(), &tid, self.spawner.as_ref());
         match tracing::Instrument::instrument(dispatch, span).await {
             Ok(DispatchOutcome::Pass(v)) => Ok(v),
             Ok(DispatchOutcome::Blocked(v)) => Err(fail(format!("blocked: {v}"))),

@@ -168,7 +168,7 @@ pub async fn run(
         operator_backend_id: op.operator_backend_id,
     };
     let bound_version = version.map(|v| v.to_hex());
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "run",
         blueprint = %bp.id,
         version = bound_version.as_deref().unwrap_or("inline"),
