@@ -118,7 +118,8 @@ if limit then
         n = n + 1
         if n == limit then
             wrk.thread:stop()
-            os.execute("kill -INT \$PPID 2>/dev/null")
+            -- Detached: system() ignores SIGINT in wrk while its child runs.
+            os.execute("(sleep 0.05; kill -INT \$PPID) >/dev/null 2>&1 &")
         end
     end
 end

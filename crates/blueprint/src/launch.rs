@@ -267,7 +267,9 @@ impl mse_flow::Dispatcher for EngineDispatcher {
             .start_task(self.token(), spec)
             .map_err(|e| fail(format!("start_task: {e}")))?;
         let span = tracing::debug_span!("step", step_ref, task_id = %tid);
-        let dispatch = self.engine.dispatch_attempt(self.token(), &tid, self.spawner.as_ref());
+        let dispatch = self
+            .engine
+            .dispatch_attempt(self.token(), &tid, self.spawner.as_ref());
         match tracing::Instrument::instrument(dispatch, span).await {
             Ok(DispatchOutcome::Pass(v)) => Ok(v),
             Ok(DispatchOutcome::Blocked(v)) => Err(fail(format!("blocked: {v}"))),

@@ -229,7 +229,9 @@ pub fn command() -> clap::Command {
                     _ => default.clone(),
                 };
                 arg.help(format!("{help} [default: {short_default}]"))
-                    .long_help(format!("{help}.\n[default: {default}]\n[config key: {key}] [env: {env}]"))
+                    .long_help(format!(
+                        "{help}.\n[default: {default}]\n[config key: {key}] [env: {env}]"
+                    ))
             });
         }
         serve
@@ -268,7 +270,11 @@ mod tests {
     }
 
     fn args(list: &[&str]) -> Result<ServeArgs, clap::Error> {
-        let m = command().try_get_matches_from(std::iter::once("mse").chain(["serve"]).chain(list.iter().copied()))?;
+        let m = command().try_get_matches_from(
+            std::iter::once("mse")
+                .chain(["serve"])
+                .chain(list.iter().copied()),
+        )?;
         match Cli::from_arg_matches(&m)?.command {
             Command::Serve(a) => Ok(a),
         }
@@ -299,12 +305,26 @@ mod tests {
     #[test]
     fn bad_flags() {
         assert_eq!(args(&["--bind", "localhost:1"]).unwrap_err().exit_code(), 2);
-        assert_eq!(args(&["--max-json-depth", "-3"]).unwrap_err().exit_code(), 2);
+        assert_eq!(
+            args(&["--max-json-depth", "-3"]).unwrap_err().exit_code(),
+            2
+        );
         assert_eq!(args(&["--log-format", "xml"]).unwrap_err().exit_code(), 2);
         assert_eq!(args(&["--bogus"]).unwrap_err().exit_code(), 2);
-        let e = args(&["--token-secret", "abcd"]).unwrap().to_options().unwrap_err().to_string();
-        assert!(e.starts_with("--token-secret: too short") && !e.contains("abcd"), "{e}");
-        let e = args(&["--max-concurrent-runs", "0"]).unwrap().to_options().unwrap_err().to_string();
+        let e = args(&["--token-secret", "abcd"])
+            .unwrap()
+            .to_options()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--token-secret: too short") && !e.contains("abcd"),
+            "{e}"
+        );
+        let e = args(&["--max-concurrent-runs", "0"])
+            .unwrap()
+            .to_options()
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "--max-concurrent-runs: must be greater than 0");
     }
 }

@@ -94,8 +94,9 @@ impl fmt::Debug for Secret {
 impl FromStr for Secret {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bytes =
-            hex::decode(s.trim()).map_err(|_| "not valid hex (expected an even number of 0-9a-f characters)".to_string())?;
+        let bytes = hex::decode(s.trim()).map_err(|_| {
+            "not valid hex (expected an even number of 0-9a-f characters)".to_string()
+        })?;
         if bytes.len() < MIN_SECRET_BYTES {
             return Err(format!(
                 "too short: {} bytes decoded, at least {MIN_SECRET_BYTES} required ({} hex characters)",
@@ -124,7 +125,9 @@ impl FromStr for AdminToken {
             return Err("must not be empty".into());
         }
         if !s.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("must be printable ASCII without spaces (it is sent as a Bearer token)".into());
+            return Err(
+                "must be printable ASCII without spaces (it is sent as a Bearer token)".into(),
+            );
         }
         Ok(Self(s.to_string()))
     }
@@ -286,10 +289,12 @@ fn env_value<T: EnvValue>(
     match lookup(&var) {
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
-        Some(s) => T::parse_env(&s).map(Some).map_err(|message| ConfigError::Invalid {
-            origin: format!("environment variable {var}"),
-            message,
-        }),
+        Some(s) => T::parse_env(&s)
+            .map(Some)
+            .map_err(|message| ConfigError::Invalid {
+                origin: format!("environment variable {var}"),
+                message,
+            }),
     }
 }
 
@@ -324,7 +329,10 @@ impl Options {
                 let (origin, what) = match origin {
                     Origin::Flags => (flag(key), String::new()),
                     Origin::File(p) => (format!("config file {}", p.display()), format!("{key}: ")),
-                    Origin::Env => (format!("environment variable {}", env_var(key)), String::new()),
+                    Origin::Env => (
+                        format!("environment variable {}", env_var(key)),
+                        String::new(),
+                    ),
                 };
                 return Err(ConfigError::Invalid {
                     origin,
@@ -338,7 +346,10 @@ impl Options {
 
 /// The config file to read: `--config`, else `$MSE_CONFIG`, else the default path.
 /// The flag is `true` when the location was given explicitly (then it must exist).
-pub fn config_path(flag: Option<&Path>, lookup: &dyn Fn(&str) -> Option<String>) -> (PathBuf, bool) {
+pub fn config_path(
+    flag: Option<&Path>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> (PathBuf, bool) {
     if let Some(p) = flag {
         return (p.to_path_buf(), true);
     }
@@ -423,7 +434,12 @@ pub struct Settings {
 }
 
 /// Merge the three sources (highest first) and apply defaults.
-pub fn merge(flags: Options, file: Options, env: Options, config_file: Option<PathBuf>) -> Settings {
+pub fn merge(
+    flags: Options,
+    file: Options,
+    env: Options,
+    config_file: Option<PathBuf>,
+) -> Settings {
     let o = flags.or(file).or(env);
     let mut limits = Limits::default();
     macro_rules! set {
@@ -447,9 +463,15 @@ pub fn merge(flags: Options, file: Options, env: Options, config_file: Option<Pa
     set!(max_run_ttl = max_run_ttl_secs, Duration::from_secs);
     set!(lua_time_limit = lua_time_limit_ms, Duration::from_millis);
     set!(lua_memory_limit = lua_memory_limit_bytes);
-    set!(subprocess_time_limit = subprocess_time_limit_secs, Duration::from_secs);
+    set!(
+        subprocess_time_limit = subprocess_time_limit_secs,
+        Duration::from_secs
+    );
     set!(subprocess_max_output = subprocess_max_output_bytes);
-    set!(operator_reply_timeout = operator_reply_timeout_secs, Duration::from_secs);
+    set!(
+        operator_reply_timeout = operator_reply_timeout_secs,
+        Duration::from_secs
+    );
     set!(task_retention = task_retention_secs, Duration::from_secs);
     set!(max_retained_tasks = max_retained_tasks);
     Settings {
@@ -465,7 +487,9 @@ pub fn merge(flags: Options, file: Options, env: Options, config_file: Option<Pa
             .map_or_else(|| DEFAULT_SEED_BLUEPRINT_ID.to_string(), |i| i.0),
         log_format: o.log_format.unwrap_or_default(),
         limits,
-        shutdown_grace: Duration::from_secs(o.shutdown_grace_secs.unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS)),
+        shutdown_grace: Duration::from_secs(
+            o.shutdown_grace_secs.unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
+        ),
         config_file,
     }
 }
@@ -507,7 +531,9 @@ pub fn default_display(key: &str) -> Option<String> {
             "{} (the platform data directory + /mse)",
             crate::secret::default_data_dir().display()
         ),
-        "token_secret" => "random, generated on first start and kept in <data_dir>/token_secret".into(),
+        "token_secret" => {
+            "random, generated on first start and kept in <data_dir>/token_secret".into()
+        }
         "admin_token" => "none (admin routes open, like the reference)".into(),
         "allow_subprocess" => "false".into(),
         "seed_blueprint_id" => DEFAULT_SEED_BLUEPRINT_ID.into(),
@@ -602,7 +628,12 @@ mod tests {
         assert_eq!(s.bind, addr("127.0.0.1:1"));
         let s = merge(Options::default(), Options::default(), e, None);
         assert_eq!(s.bind, addr("127.0.0.1:2"));
-        let s = merge(Options::default(), Options::default(), Options::default(), None);
+        let s = merge(
+            Options::default(),
+            Options::default(),
+            Options::default(),
+            None,
+        );
         assert_eq!(s.bind, addr(DEFAULT_BIND));
         assert_eq!(s.seed_blueprint_id, "main");
         assert_eq!(s.log_format, LogFormat::Text);
@@ -654,8 +685,13 @@ mod tests {
 
     #[test]
     fn toml_errors_are_one_line_with_position() {
-        let e = toml("bind = \"127.0.0.1:1\"\nbnid = \"x\"\n").unwrap_err().to_string();
-        assert!(e.starts_with("config file /etc/mse.toml: line 2, column 1: unknown field `bnid`"), "{e}");
+        let e = toml("bind = \"127.0.0.1:1\"\nbnid = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config file /etc/mse.toml: line 2, column 1: unknown field `bnid`"),
+            "{e}"
+        );
         assert!(!e.contains('\n'), "{e}");
         let e = toml("bind = \n").unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
@@ -673,14 +709,23 @@ mod tests {
     #[test]
     fn secrets_are_validated_and_never_echoed() {
         let short = "abcd";
-        let e = toml(&format!("token_secret = \"{short}\"")).unwrap_err().to_string();
+        let e = toml(&format!("token_secret = \"{short}\""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("too short"), "{e}");
         assert!(!e.contains(short), "secret echoed: {e}");
         let bad = "zz".repeat(32);
-        let e = toml(&format!("token_secret = \"{bad}\"")).unwrap_err().to_string();
+        let e = toml(&format!("token_secret = \"{bad}\""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not valid hex") && !e.contains(&bad), "{e}");
-        let e = Options::from_env(&env(&[("MSE_TOKEN_SECRET", &bad)])).unwrap_err().to_string();
-        assert!(e.starts_with("environment variable MSE_TOKEN_SECRET: not valid hex"), "{e}");
+        let e = Options::from_env(&env(&[("MSE_TOKEN_SECRET", &bad)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("environment variable MSE_TOKEN_SECRET: not valid hex"),
+            "{e}"
+        );
         assert!(!format!("{:?}", Secret(vec![1; 32])).contains('1'));
         assert!(toml("admin_token = \"\"").is_err());
         assert!(toml("admin_token = \"a b\"").is_err());
@@ -707,14 +752,19 @@ mod tests {
         assert_eq!(o.admin_token, None, "empty = unset");
         assert_eq!(o.task_retention_secs, Some(12));
         let e = Options::from_env(&env(&[("MSE_BIND", "localhost:1")])).unwrap_err();
-        assert!(e.to_string().starts_with("environment variable MSE_BIND: "), "{e}");
+        assert!(
+            e.to_string().starts_with("environment variable MSE_BIND: "),
+            "{e}"
+        );
         let e = Options::from_env(&env(&[("MSE_ALLOW_SUBPROCESS", "maybe")])).unwrap_err();
         assert!(e.to_string().contains("MSE_ALLOW_SUBPROCESS"), "{e}");
     }
 
     #[test]
     fn zero_limits_are_rejected_naming_the_source() {
-        let e = toml("max_concurrent_runs = 0").unwrap().validate(Origin::File(Path::new("/c.toml")));
+        let e = toml("max_concurrent_runs = 0")
+            .unwrap()
+            .validate(Origin::File(Path::new("/c.toml")));
         assert_eq!(
             e.unwrap_err().to_string(),
             "config file /c.toml: max_concurrent_runs: must be greater than 0"
@@ -756,7 +806,10 @@ mod tests {
         let missing = Path::new("/nonexistent/mse/config.toml");
         assert_eq!(load_file(missing, false).unwrap(), None);
         let e = load_file(missing, true).unwrap_err().to_string();
-        assert!(e.starts_with("cannot read config file /nonexistent/mse/config.toml: "), "{e}");
+        assert!(
+            e.starts_with("cannot read config file /nonexistent/mse/config.toml: "),
+            "{e}"
+        );
         // A directory is not a readable file.
         assert!(load_file(Path::new("/"), false).is_err());
     }
@@ -778,9 +831,19 @@ mod tests {
     #[test]
     fn unknown_env_vars_are_reported() {
         let v = unknown_env_vars(
-            ["MSE_BIDN", "MSE_BIND", "MSE_CONFIG", "PATH", "MSE_FLOW_CASES"].map(String::from),
+            [
+                "MSE_BIDN",
+                "MSE_BIND",
+                "MSE_CONFIG",
+                "PATH",
+                "MSE_FLOW_CASES",
+            ]
+            .map(String::from),
         );
-        assert_eq!(v, vec!["MSE_BIDN".to_string(), "MSE_FLOW_CASES".to_string()]);
+        assert_eq!(
+            v,
+            vec!["MSE_BIDN".to_string(), "MSE_FLOW_CASES".to_string()]
+        );
     }
 
     #[test]

@@ -10,7 +10,10 @@ pub fn init(format: LogFormat) {
     let (filter, bad) = match std::env::var("RUST_LOG") {
         Ok(v) if !v.trim().is_empty() => match EnvFilter::try_new(&v) {
             Ok(f) => (f, None),
-            Err(e) => (EnvFilter::new("info"), Some(format!("ignoring invalid RUST_LOG: {e}"))),
+            Err(e) => (
+                EnvFilter::new("info"),
+                Some(format!("ignoring invalid RUST_LOG: {e}")),
+            ),
         },
         _ => (EnvFilter::new("info"), None),
     };
@@ -18,9 +21,7 @@ pub fn init(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().with_ansi(false).init(),
     }
     if let Some(msg) = bad {

@@ -206,7 +206,10 @@ mod tests {
         ensure_data_dir(&d).unwrap();
         let f = base.join("file");
         fs::write(&f, "x").unwrap();
-        assert!(matches!(ensure_data_dir(&f), Err(DataDirError::NotADirectory { .. })));
+        assert!(matches!(
+            ensure_data_dir(&f),
+            Err(DataDirError::NotADirectory { .. })
+        ));
         fs::remove_dir_all(&base).unwrap();
     }
 
@@ -217,7 +220,10 @@ mod tests {
         let (a, src) = load_or_create(&d).unwrap();
         assert_eq!((a.len(), src), (32, SecretSource::Generated));
         let p = d.join(SECRET_FILE);
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let text = fs::read_to_string(&p).unwrap();
         assert_eq!(text.trim().len(), 64);
         let (b, src) = load_or_create(&d).unwrap();

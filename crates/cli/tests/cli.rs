@@ -56,7 +56,9 @@ fn serve_long_help_documents_every_flag_default_and_env_var() {
         let env = format!("MSE_{}", f.replace('-', "_").to_uppercase());
         assert!(out.contains(&env), "{env} missing:\n{out}");
     }
-    assert!(out.contains("Precedence: command-line flag > config file > environment variable > built-in default"));
+    assert!(out.contains(
+        "Precedence: command-line flag > config file > environment variable > built-in default"
+    ));
     assert!(out.contains("RUST_LOG"));
     assert!(out.contains("[default: 127.0.0.1:7777]"));
     assert!(out.contains("[default: 16777216]"), "max body default");
@@ -112,7 +114,10 @@ fn bad_value_in_default_config_file_exits_2() {
     let cfg = home.path().join(".mse/config.toml");
     std::fs::write(&cfg, "max_concurrent_runs = 0\n").unwrap();
     let err = expect_config_error(&home, &[], &[]);
-    assert!(err.contains(cfg.to_str().unwrap()) && err.contains("max_concurrent_runs"), "{err}");
+    assert!(
+        err.contains(cfg.to_str().unwrap()) && err.contains("max_concurrent_runs"),
+        "{err}"
+    );
     std::fs::write(&cfg, "bind = \"localhost:80\"\n").unwrap();
     let err = expect_config_error(&home, &[], &[]);
     assert!(err.contains("line 1"), "{err}");
@@ -123,7 +128,10 @@ fn explicit_missing_config_file_exits_2() {
     let home = TempDir::new("missing");
     let cfg = home.path().join("nope.toml");
     let err = expect_config_error(&home, &["--config", cfg.to_str().unwrap()], &[]);
-    assert!(err.contains("cannot read config file") && err.contains("nope.toml"), "{err}");
+    assert!(
+        err.contains("cannot read config file") && err.contains("nope.toml"),
+        "{err}"
+    );
     let err = expect_config_error(&home, &[], &[("MSE_CONFIG", cfg.to_str().unwrap())]);
     assert!(err.contains("nope.toml"), "{err}");
 }
@@ -133,7 +141,10 @@ fn bad_flag_and_env_values_exit_2() {
     let home = TempDir::new("badvals");
     let secret = "abcd".repeat(4);
     let err = expect_config_error(&home, &["--token-secret", &secret], &[]);
-    assert!(err.contains("--token-secret") && !err.contains(&secret), "{err}");
+    assert!(
+        err.contains("--token-secret") && !err.contains(&secret),
+        "{err}"
+    );
     let err = expect_config_error(&home, &[], &[("MSE_BIND", "nonsense")]);
     assert!(err.contains("MSE_BIND"), "{err}");
     let err = expect_config_error(&home, &[], &[("MSE_LOG_FORMAT", "xml")]);

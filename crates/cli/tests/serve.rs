@@ -89,7 +89,14 @@ async fn data_dir_and_secret_are_created_private_and_reused() {
     s.stop().await;
     assert_eq!(std::fs::read_to_string(&secret_file).unwrap(), first);
     // Only the secret, no temporary files.
-    assert_eq!(std::fs::read_dir(&data).unwrap().filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().contains("tmp")).count(), 0);
+    assert_eq!(
+        std::fs::read_dir(&data)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains("tmp"))
+            .count(),
+        0
+    );
 }
 
 fn hex_ok(s: &str) -> bool {
@@ -131,7 +138,14 @@ async fn configured_secret_is_used_and_not_persisted() {
     // was issued "before" this process started, as after a restart.
     let task = "T-00000000000000bb";
     let token = TokenSigner::new(hex_decode(&secret))
-        .mint(&format!("worker-of-{task}"), Role::Worker, vec!["*".into()], 600, None, now_unix() - 60)
+        .mint(
+            &format!("worker-of-{task}"),
+            Role::Worker,
+            vec!["*".into()],
+            600,
+            None,
+            now_unix() - 60,
+        )
         .encode();
     let url = format!("http://127.0.0.1:{port}/v1/worker/prompt?task_id={task}");
     let r = client().get(&url).bearer_auth(&token).send().await.unwrap();
@@ -162,14 +176,32 @@ async fn tokens_survive_a_restart_with_the_persisted_secret() {
     };
     let mut s = start();
     s.ready().await;
-    let secret = hex_decode(std::fs::read_to_string(data.join("token_secret")).unwrap().trim());
+    let secret = hex_decode(
+        std::fs::read_to_string(data.join("token_secret"))
+            .unwrap()
+            .trim(),
+    );
     let task = "T-00000000000000aa";
     let agent = format!("worker-of-{task}");
     let good = TokenSigner::new(&secret)
-        .mint(&agent, Role::Worker, vec!["*".into()], 600, None, now_unix())
+        .mint(
+            &agent,
+            Role::Worker,
+            vec!["*".into()],
+            600,
+            None,
+            now_unix(),
+        )
         .encode();
     let forged = TokenSigner::new([7u8; 32])
-        .mint(&agent, Role::Worker, vec!["*".into()], 600, None, now_unix())
+        .mint(
+            &agent,
+            Role::Worker,
+            vec!["*".into()],
+            600,
+            None,
+            now_unix(),
+        )
         .encode();
     s.stop().await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -225,7 +257,11 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert_eq!(v["final_ctx"]["r"], 1, "{text}");
     assert_eq!(s.wait_exit().await.code(), Some(0), "{}", s.log());
     // No longer accepting.
-    assert!(client().get(format!("http://127.0.0.1:{port}/v1/healthz")).send().await.is_err());
+    assert!(client()
+        .get(format!("http://127.0.0.1:{port}/v1/healthz"))
+        .send()
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -242,7 +278,10 @@ async fn bind_failure_exits_1_with_a_clear_message() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let log = s.log();
     assert_eq!(status.code(), Some(1), "{log}");
-    assert!(log.contains(&addr.to_string()) && log.contains("cannot start"), "{log}");
+    assert!(
+        log.contains(&addr.to_string()) && log.contains("cannot start"),
+        "{log}"
+    );
     assert!(!log.contains("panicked"), "{log}");
     drop(holder);
 }
@@ -252,9 +291,15 @@ async fn json_logs_and_non_loopback_warning() {
     let home = TempDir::new("json");
     let port = free_port();
     let mut cmd = mse(home.path());
-    cmd.args(["serve", "--bind", &format!("0.0.0.0:{port}"), "--log-format", "json"])
-        .arg("--data-dir")
-        .arg(home.path().join("data"));
+    cmd.args([
+        "serve",
+        "--bind",
+        &format!("0.0.0.0:{port}"),
+        "--log-format",
+        "json",
+    ])
+    .arg("--data-dir")
+    .arg(home.path().join("data"));
     let mut s = Server::spawn(cmd);
     let line = s.wait_for_line("mse serve started").await;
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -276,13 +321,37 @@ async fn admin_token_suppresses_the_warning_and_is_not_logged() {
     let port = free_port();
     let admin = "adm1n-t0ken-xyz";
     let cfg = home.path().join("c.toml");
-    std::fs::write(&cfg, format!("admin_token = \"{admin}\"\nbind = \"0.0.0.0:{port}\"\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("admin_token = \"{admin}\"\nbind = \"0.0.0.0:{port}\"\n"),
+    )
+    .unwrap();
     let mut cmd = mse(home.path());
-    cmd.args(["serve", "--config"]).arg(&cfg).arg("--data-dir").arg(home.path().join("data"));
+    cmd.args(["serve", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(home.path().join("data"));
     let mut s = Server::spawn(cmd);
     s.started().await;
     s.stop().await;
     let log = s.log();
     assert!(!log.contains("SECURITY"), "{log}");
     assert!(!log.contains(admin), "{log}");
+}
+
+#[tokio::test]
+async fn rust_log_filters_output() {
+    let home = TempDir::new("rustlog");
+    let port = free_port();
+    let mut cmd = mse(home.path());
+    cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(home.path().join("data"))
+        .env("RUST_LOG", "warn");
+    let mut s = Server::spawn(cmd);
+    common::wait_healthy(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    s.stop().await;
+    let log = s.log();
+    assert!(!log.contains("mse serve started"), "{log}");
+    assert!(!log.contains(" INFO "), "{log}");
 }

@@ -89,7 +89,10 @@ impl Engine {
         }
         let task = match token.role {
             Role::Worker => Some(TaskId::from(
-                token.agent_id.strip_prefix("worker-of-").ok_or_else(not_found)?,
+                token
+                    .agent_id
+                    .strip_prefix("worker-of-")
+                    .ok_or_else(not_found)?,
             )),
             _ => None,
         };

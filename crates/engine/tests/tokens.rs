@@ -210,17 +210,42 @@ async fn tokens_from_an_earlier_process_with_the_same_secret_verify() {
         None,
         now_unix() - 5,
     );
-    let e = Engine::new(EngineConfig { token_secret: Some(secret.clone()), ..Default::default() });
+    let e = Engine::new(EngineConfig {
+        token_secret: Some(secret.clone()),
+        ..Default::default()
+    });
     let tid = TaskId::from("T-00000000000000aa");
     // Signature, expiry and role pass; the task is gone after the restart.
-    assert_eq!(e.fetch_prompt(&before, &tid).err(), Some(EngineError::TaskNotFound(tid.clone())));
+    assert_eq!(
+        e.fetch_prompt(&before, &tid).err(),
+        Some(EngineError::TaskNotFound(tid.clone()))
+    );
     // Bound to its task: another task is a mismatch.
     let other = TaskId::from("T-00000000000000bb");
-    assert!(matches!(e.fetch_prompt(&before, &other), Err(EngineError::TokenTaskMismatch { .. })));
+    assert!(matches!(
+        e.fetch_prompt(&before, &other),
+        Err(EngineError::TokenTaskMismatch { .. })
+    ));
     // Another secret: forged.
-    let e2 = Engine::new(EngineConfig { token_secret: Some(b"different".to_vec()), ..Default::default() });
-    assert_eq!(e2.fetch_prompt(&before, &tid).err(), Some(EngineError::BadSignature));
+    let e2 = Engine::new(EngineConfig {
+        token_secret: Some(b"different".to_vec()),
+        ..Default::default()
+    });
+    assert_eq!(
+        e2.fetch_prompt(&before, &tid).err(),
+        Some(EngineError::BadSignature)
+    );
     // Minted during this process but never recorded: unknown.
-    let fresh = TokenSigner::new(&secret).mint("x", Role::Operator, vec!["*".into()], 600, None, now_unix() + 1);
-    assert!(matches!(e.verify(&fresh, Verb::StartTask), Err(EngineError::TokenNotFound(_))));
+    let fresh = TokenSigner::new(&secret).mint(
+        "x",
+        Role::Operator,
+        vec!["*".into()],
+        600,
+        None,
+        now_unix() + 1,
+    );
+    assert!(matches!(
+        e.verify(&fresh, Verb::StartTask),
+        Err(EngineError::TokenNotFound(_))
+    ));
 }

@@ -29,7 +29,9 @@ pub struct SessionInfo {
 pub enum MintError {
     #[error("roles conflict")]
     Conflict(Vec<String>),
-    #[error("invalid role {0:?}: use 1-64 characters from [A-Za-z0-9._-], not starting with 'op-'")]
+    #[error(
+        "invalid role {0:?}: use 1-64 characters from [A-Za-z0-9._-], not starting with 'op-'"
+    )]
     InvalidRole(String),
 }
 
@@ -92,7 +94,11 @@ impl OperatorHub {
         let sid = format!("op-{}", crate::protocol::uuid_v4());
         let token = mse_engine::ids::random_hex(16);
         let mut st = self.state.lock();
-        let conflicts: Vec<String> = roles.iter().filter(|r| st.roles.contains_key(*r)).cloned().collect();
+        let conflicts: Vec<String> = roles
+            .iter()
+            .filter(|r| st.roles.contains_key(*r))
+            .cloned()
+            .collect();
         if !conflicts.is_empty() {
             return Err(MintError::Conflict(conflicts));
         }
@@ -108,8 +114,15 @@ impl OperatorHub {
     }
 
     /// Bearer, then sid, then token (constant time).
-    pub fn authenticate(&self, sid: &str, bearer: Option<&str>) -> Result<Arc<OperatorSession>, AuthError> {
-        let token = bearer.map(str::trim).filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+    pub fn authenticate(
+        &self,
+        sid: &str,
+        bearer: Option<&str>,
+    ) -> Result<Arc<OperatorSession>, AuthError> {
+        let token = bearer
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
         let session = self.get(sid).ok_or(AuthError::UnknownSid)?;
         if session.token_matches(token) {
             Ok(session)
@@ -201,7 +214,10 @@ impl OperatorHub {
     /// Reap idle sessions periodically until the hub is dropped.
     pub fn start_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
-        let period = (self.cfg.idle_ttl / 4).clamp(std::time::Duration::from_millis(50), std::time::Duration::from_secs(60));
+        let period = (self.cfg.idle_ttl / 4).clamp(
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_secs(60),
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             loop {

@@ -133,7 +133,14 @@ pub fn uuid_v4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = mse_engine::ids::to_hex(&b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -143,11 +150,27 @@ mod tests {
 
     #[test]
     fn client_defaults_and_unknown_fields() {
-        let m: ClientMsg = serde_json::from_value(json!({"type":"spawn_ack","req_id":"r","extra":1})).unwrap();
-        assert_eq!(m, ClientMsg::SpawnAck { req_id: "r".into(), value: Value::Null, ok: true, error: None });
-        assert!(serde_json::from_value::<ClientMsg>(json!({"type":"hook_ack","req_id":"r"})).is_err());
-        assert!(serde_json::from_value::<ClientMsg>(json!({"type":"answer","req_id":"r"})).is_err());
-        assert!(serde_json::from_value::<ClientMsg>(json!({"type":"Answer","req_id":"r","value":1})).is_err());
+        let m: ClientMsg =
+            serde_json::from_value(json!({"type":"spawn_ack","req_id":"r","extra":1})).unwrap();
+        assert_eq!(
+            m,
+            ClientMsg::SpawnAck {
+                req_id: "r".into(),
+                value: Value::Null,
+                ok: true,
+                error: None
+            }
+        );
+        assert!(
+            serde_json::from_value::<ClientMsg>(json!({"type":"hook_ack","req_id":"r"})).is_err()
+        );
+        assert!(
+            serde_json::from_value::<ClientMsg>(json!({"type":"answer","req_id":"r"})).is_err()
+        );
+        assert!(serde_json::from_value::<ClientMsg>(
+            json!({"type":"Answer","req_id":"r","value":1})
+        )
+        .is_err());
     }
 
     #[test]

@@ -58,7 +58,12 @@ impl std::fmt::Debug for OperatorSession {
 }
 
 impl OperatorSession {
-    pub(crate) fn new(sid: String, token: String, roles: Vec<String>, cfg: Arc<OperatorConfig>) -> Self {
+    pub(crate) fn new(
+        sid: String,
+        token: String,
+        roles: Vec<String>,
+        cfg: Arc<OperatorConfig>,
+    ) -> Self {
         Self {
             sid,
             token,
@@ -88,7 +93,11 @@ impl OperatorSession {
         if self.roles.is_empty() {
             format!("ws operator {}", self.sid)
         } else {
-            format!("ws operator {} (roles: {})", self.sid, self.roles.join(", "))
+            format!(
+                "ws operator {} (roles: {})",
+                self.sid,
+                self.roles.join(", ")
+            )
         }
     }
 
@@ -145,7 +154,10 @@ impl OperatorSession {
                 s.socket.is_none() && s.disconnects == epoch
             };
             if still_gone {
-                let why = format!("{} disconnected and did not reconnect within {grace:?}", me.label());
+                let why = format!(
+                    "{} disconnected and did not reconnect within {grace:?}",
+                    me.label()
+                );
                 me.fail_pending(&why);
             }
         });
@@ -197,7 +209,10 @@ impl OperatorSession {
             Ok(v) => v,
             Err(e) => return Some(error_frame(format!("frame is not JSON: {e}"), None)),
         };
-        let req_id = raw.get("req_id").and_then(Value::as_str).map(str::to_string);
+        let req_id = raw
+            .get("req_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let msg: ClientMsg = match serde_json::from_value(raw) {
             Ok(m) => m,
             Err(e) => {
@@ -218,7 +233,11 @@ impl OperatorSession {
                 None
             }
             Some(p) => {
-                let why = format!("unexpected {} reply to a {} request", msg.type_name(), p.kind.name());
+                let why = format!(
+                    "unexpected {} reply to a {} request",
+                    msg.type_name(),
+                    p.kind.name()
+                );
                 let _ = p.tx.send(Err(format!("{}: {why}", self.label())));
                 Some(error_frame(why, Some(msg.req_id().to_string())))
             }
@@ -363,7 +382,12 @@ impl SpawnHook for OperatorSession {
 
 #[async_trait::async_trait]
 impl OperatorBackend for OperatorSession {
-    async fn execute(&self, ctx: &SpawnCtx, _system: Option<&str>, _prompt: &str) -> Result<(Value, bool), String> {
+    async fn execute(
+        &self,
+        ctx: &SpawnCtx,
+        _system: Option<&str>,
+        _prompt: &str,
+    ) -> Result<(Value, bool), String> {
         let directive = self.directive(ctx);
         let reply = self
             .request(RequestKind::Spawn, |req_id| ServerMsg::Spawn {
@@ -378,7 +402,9 @@ impl OperatorBackend for OperatorSession {
             .await
             .map_err(|e| format!("ws operator spawn: {e}"))?;
         match reply {
-            ClientMsg::SpawnAck { error: Some(e), .. } => Err(format!("ws operator spawn: {} reported: {e}", self.label())),
+            ClientMsg::SpawnAck { error: Some(e), .. } => {
+                Err(format!("ws operator spawn: {} reported: {e}", self.label()))
+            }
             ClientMsg::SpawnAck { value, ok, .. } => Ok((value, ok)),
             other => Err(format!("unexpected {} reply", other.type_name())),
         }

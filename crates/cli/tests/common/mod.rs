@@ -64,7 +64,11 @@ pub fn mse(home: &Path) -> Command {
 
 /// Run to completion (bounded): exit status, stdout, stderr.
 pub fn run(mut cmd: Command) -> (ExitStatus, String, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {
@@ -100,7 +104,11 @@ pub struct Server {
 
 impl Server {
     pub fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
@@ -133,10 +141,16 @@ impl Server {
                 if let Some(l) = self.log().lines().find(|l| l.contains(needle)) {
                     return l.to_string();
                 }
-                panic!("mse exited ({status}) before logging {needle:?}; log:\n{}", self.log());
+                panic!(
+                    "mse exited ({status}) before logging {needle:?}; log:\n{}",
+                    self.log()
+                );
             }
             if Instant::now() > deadline {
-                panic!("no {needle:?} within {START_TIMEOUT:?}; log:\n{}", self.log());
+                panic!(
+                    "no {needle:?} within {START_TIMEOUT:?}; log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -177,7 +191,10 @@ impl Server {
                 return s;
             }
             if Instant::now() > deadline {
-                panic!("mse did not exit within {EXIT_TIMEOUT:?}; log:\n{}", self.log());
+                panic!(
+                    "mse did not exit within {EXIT_TIMEOUT:?}; log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -187,7 +204,12 @@ impl Server {
     pub async fn stop(&mut self) {
         self.signal("TERM");
         let status = self.wait_exit().await;
-        assert_eq!(status.code(), Some(0), "exit status {status}; log:\n{}", self.log());
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "exit status {status}; log:\n{}",
+            self.log()
+        );
     }
 }
 
@@ -216,7 +238,10 @@ pub async fn wait_healthy(addr: SocketAddr) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "healthz not ok within {START_TIMEOUT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "healthz not ok within {START_TIMEOUT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
 }
