@@ -22,17 +22,11 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-/// Unix seconds.
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use crate::clock::now_unix;
 
 /// Output of one attempt.
 pub(crate) struct AttemptOutput {
@@ -86,8 +80,9 @@ impl TaskInner {
 pub(crate) struct TaskEntry {
     pub id: TaskId,
     pub inner: Mutex<TaskInner>,
-    /// Bumped on every status change; pollers subscribe before checking.
-    pub changed: watch::Sender<u64>,
+    /// Bumped on every status change; created by the first poller, which
+    /// subscribes before checking.
+    pub changed: std::sync::OnceLock<watch::Sender<u64>>,
     /// Fires when the task is cancelled; running workers are dropped.
     pub cancel: CancellationToken,
 }
@@ -97,9 +92,15 @@ impl TaskEntry {
     /// lock, and this runs after the writer released that lock, so a poller that
     /// saw the old state is always counted here.
     pub fn notify(&self) {
-        if self.changed.receiver_count() > 0 {
-            self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        if let Some(tx) = self.changed.get() {
+            if tx.receiver_count() > 0 {
+                tx.send_modify(|v| *v = v.wrapping_add(1));
+            }
         }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.get_or_init(|| watch::Sender::new(0)).subscribe()
     }
 }
 
@@ -125,17 +126,21 @@ pub(crate) struct ResumeEntry {
     pub answered: watch::Sender<bool>,
 }
 
+/// Keys are random ids minted here, so a fast hasher is safe: callers can only
+/// look keys up, never choose what is inserted.
+pub(crate) type Hasher = foldhash::fast::RandomState;
+
 pub(crate) struct EngineInner {
     pub cfg: EngineConfig,
     pub signer: TokenSigner,
     pub gate: RoleVerbGate,
     pub tasks: DashMap<TaskId, Arc<TaskEntry>>,
     pub tokens: DashMap<String, Arc<TokenRecord>>,
-    pub handles: DashMap<crate::ids::WorkerHandle, HandleRecord>,
+    pub handles: DashMap<crate::ids::WorkerHandle, HandleRecord, Hasher>,
     pub sessions: DashMap<SessionId, Mutex<OperatorSession>>,
-    pub session_by_nonce: DashMap<String, SessionId>,
+    pub session_by_nonce: DashMap<String, SessionId, Hasher>,
     pub resumes: DashMap<String, Arc<ResumeEntry>>,
-    pub resources: DashMap<String, Value>,
+    pub resources: DashMap<String, Value, Hasher>,
     pub events: EventBus,
     pub registries: Registries,
     pub layers: LayerRegistry,
@@ -187,13 +192,13 @@ impl Engine {
             inner: Arc::new(EngineInner {
                 signer,
                 gate,
-                tasks: DashMap::new(),
-                tokens: DashMap::new(),
-                handles: DashMap::new(),
-                sessions: DashMap::new(),
-                session_by_nonce: DashMap::new(),
-                resumes: DashMap::new(),
-                resources: DashMap::new(),
+                tasks: DashMap::default(),
+                tokens: DashMap::default(),
+                handles: DashMap::default(),
+                sessions: DashMap::default(),
+                session_by_nonce: DashMap::default(),
+                resumes: DashMap::default(),
+                resources: DashMap::default(),
                 events,
                 registries: Registries::default(),
                 layers: LayerRegistry::default(),

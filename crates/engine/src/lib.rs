@@ -5,6 +5,7 @@
 //! See `docs/ARCHITECTURE.md` for how a request flows through it.
 
 mod auth;
+mod clock;
 pub mod config;
 mod dispatch;
 mod engine;

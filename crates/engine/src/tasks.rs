@@ -13,7 +13,6 @@ use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// What a worker fetches before it starts (`GET /v1/worker/prompt`).
@@ -84,7 +83,7 @@ impl Engine {
         let entry = Arc::new(TaskEntry {
             id: tid.clone(),
             inner: parking_lot::Mutex::new(inner),
-            changed: watch::Sender::new(0),
+            changed: std::sync::OnceLock::new(),
             cancel: CancellationToken::new(),
         });
         self.inner.tasks.insert(tid.clone(), entry);
@@ -394,7 +393,7 @@ impl Engine {
         check_owner(&v, tid)?;
         let e = self.entry_or_err(tid)?;
         // Subscribe before reading so a change in between is not missed.
-        let mut rx = e.changed.subscribe();
+        let mut rx = e.subscribe();
         let snap = snapshot(tid, &e.inner.lock());
         if snap.status.is_terminal() || snap.status == TaskStatus::Suspended || hold.is_zero() {
             return Ok(snap);
