@@ -85,6 +85,8 @@ pub struct SubprocessConfig {
     pub env_passthrough: Vec<String>,
     /// Working directory of the child (default: the server's).
     pub working_dir: Option<PathBuf>,
+    /// Extra variables set for every child (e.g. `MSE_BASE_URL`, the server's URL).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Default for SubprocessConfig {
@@ -98,6 +100,7 @@ impl Default for SubprocessConfig {
                 .map(String::from)
                 .collect(),
             working_dir: None,
+            extra_env: Vec::new(),
         }
     }
 }

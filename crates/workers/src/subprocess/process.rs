@@ -20,6 +20,9 @@ pub(crate) fn command(cfg: &SubprocessConfig, spec: &ShellSpec, ctx: &SpawnCtx) 
         cmd.arg(&*ctx.prompt);
     }
     cmd.env_clear();
+    for (name, value) in &cfg.extra_env {
+        cmd.env(name, value);
+    }
     for name in &cfg.env_passthrough {
         if let Some(v) = std::env::var_os(name) {
             cmd.env(name, v);
