@@ -2,7 +2,9 @@
 //! variable names are appended to each flag's help at runtime from one table
 //! (`config::Options::KEYS`, `config::default_display`) so they cannot drift.
 
-use crate::config::{self, AdminToken, ConfigError, Ident, LogFormat, Options, Origin, Secret};
+use crate::config::{
+    self, AdminToken, BaseUrl, ConfigError, Ident, LogFormat, Options, Origin, Secret,
+};
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -146,6 +148,22 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", help_heading = "Limits")]
     pub operator_reply_timeout_secs: Option<u64>,
 
+    /// How long an operator's pending requests survive a lost socket, seconds
+    #[arg(long, value_name = "SECS", help_heading = "Operators")]
+    pub operator_reconnect_grace_secs: Option<u64>,
+
+    /// Delete operator sessions with no socket and nothing pending after this long, seconds
+    #[arg(long, value_name = "SECS", help_heading = "Operators")]
+    pub operator_idle_ttl_secs: Option<u64>,
+
+    /// WebSocket ping period on operator sockets; two silent periods disconnect, seconds
+    #[arg(long, value_name = "SECS", help_heading = "Operators")]
+    pub operator_ping_interval_secs: Option<u64>,
+
+    /// Base URL named in operator spawn directives (e.g. https://mse.example.org)
+    #[arg(long, value_name = "URL", help_heading = "Operators")]
+    pub public_base_url: Option<String>,
+
     /// How long finished tasks are kept, seconds
     #[arg(long, value_name = "SECS", help_heading = "Limits")]
     pub task_retention_secs: Option<u64>,
@@ -197,6 +215,10 @@ impl ServeArgs {
             subprocess_time_limit_secs: self.subprocess_time_limit_secs,
             subprocess_max_output_bytes: self.subprocess_max_output_bytes,
             operator_reply_timeout_secs: self.operator_reply_timeout_secs,
+            operator_reconnect_grace_secs: self.operator_reconnect_grace_secs,
+            operator_idle_ttl_secs: self.operator_idle_ttl_secs,
+            operator_ping_interval_secs: self.operator_ping_interval_secs,
+            public_base_url: parse::<BaseUrl>("public_base_url", &self.public_base_url)?,
             task_retention_secs: self.task_retention_secs,
             max_retained_tasks: self.max_retained_tasks,
             shutdown_grace_secs: self.shutdown_grace_secs,

@@ -147,6 +147,26 @@ impl FromStr for Ident {
     }
 }
 
+/// The public base URL of the server (`http://` or `https://` + host), without a
+/// trailing `/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseUrl(pub String);
+
+impl FromStr for BaseUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let url = s.trim().trim_end_matches('/');
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or("must start with http:// or https://")?;
+        if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must name a host, without spaces (e.g. http://10.0.0.5:7777)".into());
+        }
+        Ok(Self(url.to_string()))
+    }
+}
+
 /// Deserialize through `FromStr` from a TOML string, keeping the parse message.
 macro_rules! deserialize_via_from_str {
     ($($t:ty),*) => {$(
@@ -158,7 +178,7 @@ macro_rules! deserialize_via_from_str {
         }
     )*};
 }
-deserialize_via_from_str!(Secret, AdminToken, Ident);
+deserialize_via_from_str!(Secret, AdminToken, Ident, BaseUrl);
 
 /// Parsing of one environment-variable value.
 pub trait EnvValue: Sized {
@@ -174,7 +194,7 @@ macro_rules! env_value_via_from_str {
         }
     )*};
 }
-env_value_via_from_str!(u64, usize, SocketAddr, LogFormat, Ident);
+env_value_via_from_str!(u64, usize, SocketAddr, LogFormat, Ident, BaseUrl);
 
 impl EnvValue for PathBuf {
     fn parse_env(s: &str) -> Result<Self, String> {
@@ -255,6 +275,10 @@ options! {
     subprocess_time_limit_secs: u64,
     subprocess_max_output_bytes: usize,
     operator_reply_timeout_secs: u64,
+    operator_reconnect_grace_secs: u64,
+    operator_idle_ttl_secs: u64,
+    operator_ping_interval_secs: u64,
+    public_base_url: BaseUrl,
     task_retention_secs: u64,
     max_retained_tasks: usize,
     shutdown_grace_secs: u64,
@@ -429,6 +453,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub limits: Limits,
     pub shutdown_grace: Duration,
+    /// `None` = `http://` + the bound address.
+    pub public_base_url: Option<String>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -472,6 +498,18 @@ pub fn merge(
         operator_reply_timeout = operator_reply_timeout_secs,
         Duration::from_secs
     );
+    set!(
+        operator_reconnect_grace = operator_reconnect_grace_secs,
+        Duration::from_secs
+    );
+    set!(
+        operator_idle_ttl = operator_idle_ttl_secs,
+        Duration::from_secs
+    );
+    set!(
+        operator_ping_interval = operator_ping_interval_secs,
+        Duration::from_secs
+    );
     set!(task_retention = task_retention_secs, Duration::from_secs);
     set!(max_retained_tasks = max_retained_tasks);
     Settings {
@@ -490,6 +528,7 @@ pub fn merge(
         shutdown_grace: Duration::from_secs(
             o.shutdown_grace_secs.unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
         ),
+        public_base_url: o.public_base_url.map(|u| u.0),
         config_file,
     }
 }
@@ -550,6 +589,12 @@ pub fn default_display(key: &str) -> Option<String> {
         "subprocess_time_limit_secs" => secs(l.subprocess_time_limit),
         "subprocess_max_output_bytes" => l.subprocess_max_output.to_string(),
         "operator_reply_timeout_secs" => secs(l.operator_reply_timeout),
+        "operator_reconnect_grace_secs" => secs(l.operator_reconnect_grace),
+        "operator_idle_ttl_secs" => format!("{} (0 = never reap)", secs(l.operator_idle_ttl)),
+        "operator_ping_interval_secs" => {
+            format!("{} (0 = no pings)", secs(l.operator_ping_interval))
+        }
+        "public_base_url" => "http:// + the bound address".into(),
         "task_retention_secs" => secs(l.task_retention),
         "max_retained_tasks" => l.max_retained_tasks.to_string(),
         "shutdown_grace_secs" => DEFAULT_SHUTDOWN_GRACE_SECS.to_string(),
@@ -568,6 +613,7 @@ pub fn server_config(s: &Settings, data_dir: PathBuf, token_secret: Vec<u8>) -> 
     cfg.limits = s.limits.clone();
     cfg.shutdown_grace = s.shutdown_grace;
     cfg.seed_blueprint_id = s.seed_blueprint_id.clone();
+    cfg.public_base_url = s.public_base_url.clone();
     cfg
 }
 
@@ -594,7 +640,7 @@ mod tests {
 
     #[test]
     fn keys_cover_flags_and_env_names() {
-        assert_eq!(Options::KEYS.len(), 22);
+        assert_eq!(Options::KEYS.len(), 26);
         assert_eq!(env_var("max_body_bytes"), "MSE_MAX_BODY_BYTES");
         assert_eq!(flag("max_body_bytes"), "--max-body-bytes");
         for k in Options::KEYS {
@@ -645,10 +691,25 @@ mod tests {
     fn durations_use_their_units() {
         let o = toml(
             "max_run_ttl_secs = 60\nlua_time_limit_ms = 250\nsubprocess_time_limit_secs = 2\n\
-             operator_reply_timeout_secs = 3\ntask_retention_secs = 0\nshutdown_grace_secs = 1\n",
+             operator_reply_timeout_secs = 3\ntask_retention_secs = 0\nshutdown_grace_secs = 1\n\
+             operator_reconnect_grace_secs = 4\noperator_idle_ttl_secs = 0\n\
+             operator_ping_interval_secs = 5\n",
         )
         .unwrap();
         let s = merge(Options::default(), o, Options::default(), None);
+        assert_eq!(s.limits.operator_reconnect_grace, Duration::from_secs(4));
+        assert_eq!(s.limits.operator_idle_ttl, Duration::ZERO);
+        assert_eq!(s.limits.operator_ping_interval, Duration::from_secs(5));
+        let d = merge(
+            Options::default(),
+            Options::default(),
+            Options::default(),
+            None,
+        );
+        assert_eq!(d.limits.operator_reconnect_grace, Duration::from_secs(30));
+        assert_eq!(d.limits.operator_idle_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(d.limits.operator_ping_interval, Duration::from_secs(30));
+        assert_eq!(d.public_base_url, None);
         assert_eq!(s.limits.max_run_ttl, Duration::from_secs(60));
         assert_eq!(s.limits.lua_time_limit, Duration::from_millis(250));
         assert_eq!(s.limits.subprocess_time_limit, Duration::from_secs(2));
@@ -863,5 +924,33 @@ mod tests {
         assert_eq!(cfg.limits.max_retained_tasks, 5);
         assert_eq!(cfg.token_secret, vec![7; 32]);
         assert_eq!(cfg.data_dir, PathBuf::from("/d"));
+        assert_eq!(cfg.public_base_url, None);
+        let o = Options {
+            public_base_url: Some("https://mse.example.org/".parse().unwrap()),
+            ..Default::default()
+        };
+        let s = merge(o, Options::default(), Options::default(), None);
+        let cfg = server_config(&s, PathBuf::from("/d"), vec![7; 32]);
+        assert_eq!(
+            cfg.public_base_url.as_deref(),
+            Some("https://mse.example.org")
+        );
+    }
+
+    #[test]
+    fn public_base_url_is_validated() {
+        assert_eq!(
+            "http://10.0.0.5:7777".parse::<BaseUrl>().unwrap(),
+            BaseUrl("http://10.0.0.5:7777".into())
+        );
+        for bad in ["", "10.0.0.5:7777", "ftp://x", "http://", "http://a b"] {
+            assert!(bad.parse::<BaseUrl>().is_err(), "{bad:?}");
+        }
+        let e = toml("public_base_url = \"mse.local\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http://"), "{e}");
+        let o = Options::from_env(&env(&[("MSE_PUBLIC_BASE_URL", "https://h/")])).unwrap();
+        assert_eq!(o.public_base_url, Some(BaseUrl("https://h".into())));
     }
 }

@@ -154,9 +154,23 @@ impl OperatorHub {
     /// Attach a socket. The first attach registers the session with the engine:
     /// under its sid as senior bridge, spawn hook and operator backend, and under
     /// each role as operator backend.
+    ///
+    /// Registration and [`OperatorHub::delete`]'s unregistration both run under
+    /// the hub lock, so a connect racing a delete cannot leave a deleted session
+    /// registered, and a delete cannot unregister a role that a newer session has
+    /// already claimed and registered.
     pub fn connect(&self, session: &Arc<OperatorSession>) -> Option<Connection> {
         let (generation, outgoing, first) = session.attach()?;
         if first {
+            let st = self.state.lock();
+            if !st
+                .sessions
+                .get(&session.sid)
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                // Deleted after `attach`: its close request is in `outgoing`.
+                return None;
+            }
             let reg = self.engine.registries();
             reg.register_senior_bridge(&session.sid, session.clone());
             reg.register_spawn_hook(&session.sid, session.clone());
@@ -181,15 +195,16 @@ impl OperatorHub {
                 return false;
             };
             st.roles.retain(|_, owner| owner != sid);
+            // Under the lock: once a role is released, a new owner may register it.
+            let reg = self.engine.registries();
+            reg.unregister_senior_bridge(sid);
+            reg.unregister_spawn_hook(sid);
+            reg.unregister_operator_backend(sid);
+            for role in &session.roles {
+                reg.unregister_operator_backend(role);
+            }
             session
         };
-        let reg = self.engine.registries();
-        reg.unregister_senior_bridge(sid);
-        reg.unregister_spawn_hook(sid);
-        reg.unregister_operator_backend(sid);
-        for role in &session.roles {
-            reg.unregister_operator_backend(role);
-        }
         session.shut_down("session deleted");
         true
     }

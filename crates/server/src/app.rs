@@ -5,7 +5,7 @@
 //! any header).
 
 use crate::error::{error_body, ApiError};
-use crate::routes::{data, health, sessions, tasks, worker};
+use crate::routes::{data, health, operators, sessions, tasks, worker};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode, Uri};
@@ -27,6 +27,12 @@ pub fn router(state: AppState) -> Router {
             post(sessions::attach).delete(sessions::detach),
         )
         .route("/v1/tasks", post(tasks::run))
+        .route("/v1/operators", post(operators::mint))
+        .route(
+            "/v1/operators/{sid}",
+            get(operators::info).delete(operators::delete),
+        )
+        .route("/v1/operators/{sid}/ws", get(operators::ws))
         .route("/v1/worker/prompt", get(worker::prompt))
         .route("/v1/worker/result", post(worker::result))
         .route("/v1/worker/submit", post(worker::submit))

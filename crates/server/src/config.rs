@@ -23,6 +23,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Id of the Blueprint seeded at boot.
     pub seed_blueprint_id: String,
+    /// Base URL operators and their SubAgents use to reach this server, named in
+    /// `spawn` directives (e.g. `https://mse.example.org`). `None`: `http://` + the
+    /// bound address (an unspecified IP such as `0.0.0.0` becomes loopback).
+    pub public_base_url: Option<String>,
 }
 
 /// Every configurable limit (decision 4), with its default.
@@ -50,6 +54,15 @@ pub struct Limits {
     pub subprocess_max_output: usize,
     /// How long an operator reply may take (default 300 s, never past the run TTL).
     pub operator_reply_timeout: Duration,
+    /// How long an operator session's pending requests survive a lost socket
+    /// before they fail (default 30 s); a reconnect within it may still answer them.
+    pub operator_reconnect_grace: Duration,
+    /// Operator sessions with no socket and nothing pending for this long are
+    /// deleted and their roles released (default 24 h; zero disables).
+    pub operator_idle_ttl: Duration,
+    /// WebSocket ping period on operator sockets; a peer silent for two periods is
+    /// disconnected (default 30 s; zero disables pings).
+    pub operator_ping_interval: Duration,
     /// Retention of finished tasks (default 300 s).
     pub task_retention: Duration,
     /// Retained finished tasks at most (default 100 000).
@@ -71,6 +84,9 @@ impl Default for Limits {
             subprocess_time_limit: Duration::from_secs(300),
             subprocess_max_output: 16 * 1024 * 1024,
             operator_reply_timeout: Duration::from_secs(300),
+            operator_reconnect_grace: Duration::from_secs(30),
+            operator_idle_ttl: Duration::from_secs(24 * 3600),
+            operator_ping_interval: Duration::from_secs(30),
             task_retention: Duration::from_secs(300),
             max_retained_tasks: 100_000,
         }
@@ -91,6 +107,7 @@ impl ServerConfig {
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(10),
             seed_blueprint_id: "main".into(),
+            public_base_url: None,
         }
     }
 }

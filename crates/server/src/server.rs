@@ -1,7 +1,9 @@
 //! Starting and stopping: [`bind`] builds the state and binds the listener,
 //! [`Bound::run`] serves until the shutdown future resolves, then drains
 //! in-flight requests for at most `shutdown_grace` (§14.20: the reference drops
-//! them) and stops the background tasks.
+//! them) and stops the background tasks. Open operator WebSockets are closed
+//! (1001) as soon as shutdown begins: upgraded connections are not part of the
+//! HTTP drain.
 
 use crate::config::ServerConfig;
 use crate::error::ServerError;
@@ -18,26 +20,33 @@ pub struct Bound {
     local_addr: SocketAddr,
     state: AppState,
     sweeper: JoinHandle<()>,
+    /// Reaps idle operator sessions (`None` when `operator_idle_ttl` is zero).
+    reaper: Option<JoinHandle<()>>,
 }
 
-/// Build the state (engine, layers, factories, launcher, stores, seed), start
-/// the engine sweeper and bind the listener.
+/// Bind the listener, build the state (engine, layers, factories, launcher,
+/// operator hub, stores, seed) and start the engine sweeper and the operator
+/// reaper. The listener is bound first so that operator directives can name the
+/// real address when the configured port is 0.
 pub async fn bind(cfg: ServerConfig) -> Result<Bound, ServerError> {
     let addr = cfg.bind;
-    let state = AppState::build(cfg).await?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
     let local_addr = listener
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
+    let state = AppState::build_at(cfg, local_addr).await?;
     state.set_local_addr(local_addr);
     let sweeper = state.engine().start_sweeper();
+    let reaper = (!state.config().limits.operator_idle_ttl.is_zero())
+        .then(|| state.operators().start_reaper());
     Ok(Bound {
         listener,
         local_addr,
         state,
         sweeper,
+        reaper,
     })
 }
 
@@ -55,7 +64,7 @@ impl Bound {
         let cfg = self.state.config();
         format!(
             "listening on http://{}; blueprint store: {}; output store: {}; seed blueprint: {}; \
-             subprocess agents: {}; admin token: {}; data dir: {}",
+             subprocess agents: {}; admin token: {}; operator base URL: {}; data dir: {}",
             self.local_addr,
             self.state.blueprint_store_kind(),
             self.state.output_store_kind(),
@@ -70,6 +79,7 @@ impl Bound {
             } else {
                 "not configured"
             },
+            self.state.operators().config().public_base_url,
             cfg.data_dir.display(),
         )
     }
@@ -85,9 +95,11 @@ impl Bound {
             listener,
             state,
             sweeper,
+            reaper,
             ..
         } = self;
         let grace = state.config().shutdown_grace;
+        let sockets = state.shutdown_token().clone();
         let app = crate::app::router(state);
         let listener = listener.tap_io(|tcp| {
             // Small responses go out at once instead of waiting for an ACK.
@@ -97,6 +109,7 @@ impl Bound {
         let signal = async move {
             shutdown.await;
             tracing::info!("shutdown requested; draining in-flight requests");
+            sockets.cancel();
             let _ = fired_tx.send(true);
         };
         let serve = axum::serve(listener, app)
@@ -116,6 +129,9 @@ impl Bound {
             }
         };
         sweeper.abort();
+        if let Some(reaper) = reaper {
+            reaper.abort();
+        }
         result
     }
 }

@@ -5,12 +5,14 @@
 //! Building it wires the pieces together in the order of http-api.md §13.2: the
 //! engine (secret, retention), its built-in layers, the spawner factories (Lua with
 //! its limits, subprocess only when allowed), the launcher (flow limits,
-//! concurrency, TTL ceiling), the stores, and the seed Blueprint.
+//! concurrency, TTL ceiling), the operator hub (login sessions served over
+//! `/v1/operators/{sid}/ws`), the stores, and the seed Blueprint.
 
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use mse_blueprint::{LaunchConfig, Launcher, SpawnerFactories};
 use mse_engine::{Engine, EngineConfig};
+use mse_operators::{OperatorConfig, OperatorHub};
 use mse_store::memory::{MemoryBlueprintStore, MemoryOutputStore};
 use mse_store::{BlueprintStore, OutputStore};
 use mse_workers::lua::{LuaConfig, LuaFactory};
@@ -18,9 +20,10 @@ use mse_workers::rust_fn::RustFnRegistry;
 use mse_workers::subprocess::{SubprocessConfig, SubprocessFactory};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// TTL of a run when neither the request nor the Blueprint sets one (§5.3).
 pub const SERVER_DEFAULT_TTL_SECS: u64 = 1800;
@@ -38,14 +41,43 @@ struct Inner {
     outputs: Arc<dyn OutputStore>,
     config: ServerConfig,
     sessions: SessionMap,
+    operators: Arc<OperatorHub>,
+    /// Cancelled when the server shuts down: open operator sockets close (1001).
+    shutdown: CancellationToken,
     /// The address actually bound (known after `bind`).
     local_addr: OnceLock<SocketAddr>,
 }
 
+/// The base URL named in operator `spawn` directives: the configured
+/// `public_base_url` (trailing `/` removed), else `http://<addr>` with an
+/// unspecified IP (`0.0.0.0`, `::`) replaced by loopback.
+pub fn public_base_url(cfg: &ServerConfig, addr: SocketAddr) -> String {
+    if let Some(url) = &cfg.public_base_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
 impl AppState {
     /// Build everything but the listener (see the module doc). Seeds the seed
-    /// Blueprint when its id has no head.
+    /// Blueprint when its id has no head. Operator directives name
+    /// `cfg.public_base_url`, else `cfg.bind` ([`crate::bind`] passes the bound
+    /// address instead, which matters for port 0).
     pub async fn build(cfg: ServerConfig) -> Result<AppState, ServerError> {
+        let addr = cfg.bind;
+        Self::build_at(cfg, addr).await
+    }
+
+    /// [`AppState::build`] for a server listening on `addr`.
+    pub(crate) async fn build_at(
+        cfg: ServerConfig,
+        addr: SocketAddr,
+    ) -> Result<AppState, ServerError> {
         if cfg.token_secret.is_empty() {
             return Err(ServerError::Config("token secret is empty".into()));
         }
@@ -85,6 +117,17 @@ impl AppState {
                 max_ttl: limits.max_run_ttl,
             },
         );
+        let operators = OperatorHub::new(
+            engine.clone(),
+            OperatorConfig {
+                reply_timeout: limits.operator_reply_timeout,
+                reconnect_grace: limits.operator_reconnect_grace,
+                idle_ttl: limits.operator_idle_ttl,
+                ping_interval: limits.operator_ping_interval,
+                public_base_url: public_base_url(&cfg, addr),
+                ..OperatorConfig::default()
+            },
+        );
         let blueprints: Arc<dyn BlueprintStore> = Arc::new(MemoryBlueprintStore::new());
         let outputs: Arc<dyn OutputStore> = Arc::new(MemoryOutputStore::default());
         crate::seed::seed(blueprints.as_ref(), &cfg.seed_blueprint_id).await?;
@@ -96,6 +139,8 @@ impl AppState {
                 outputs,
                 config: cfg,
                 sessions: SessionMap::default(),
+                operators,
+                shutdown: CancellationToken::new(),
                 local_addr: OnceLock::new(),
             }),
         })
@@ -133,6 +178,16 @@ impl AppState {
 
     pub(crate) fn sessions(&self) -> &SessionMap {
         &self.inner.sessions
+    }
+
+    /// Operator login sessions (`/v1/operators`).
+    pub fn operators(&self) -> &Arc<OperatorHub> {
+        &self.inner.operators
+    }
+
+    /// Cancelled once the server begins shutting down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
     }
 
     /// The bound address, or the configured one before binding.
@@ -183,5 +238,30 @@ impl SessionMap {
 
     pub fn len(&self) -> usize {
         self.inner.lock().by_nonce.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_defaults_to_the_bound_address() {
+        let mut cfg = ServerConfig::ephemeral("/tmp/x".into());
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            public_base_url(&cfg, at("10.1.2.3:80")),
+            "http://10.1.2.3:80"
+        );
+        assert_eq!(
+            public_base_url(&cfg, at("0.0.0.0:7777")),
+            "http://127.0.0.1:7777"
+        );
+        assert_eq!(public_base_url(&cfg, at("[::]:7777")), "http://[::1]:7777");
+        cfg.public_base_url = Some("https://mse.example.org/".into());
+        assert_eq!(
+            public_base_url(&cfg, at("0.0.0.0:1")),
+            "https://mse.example.org"
+        );
     }
 }

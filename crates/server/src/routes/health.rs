@@ -64,11 +64,18 @@ pub async fn doctor(State(state): State<AppState>) -> Json<Value> {
             "subprocess_time_limit_ms": ms(l.subprocess_time_limit),
             "subprocess_max_output": l.subprocess_max_output,
             "operator_reply_timeout_ms": ms(l.operator_reply_timeout),
+            "operator_reconnect_grace_ms": ms(l.operator_reconnect_grace),
+            "operator_idle_ttl_ms": ms(l.operator_idle_ttl),
+            "operator_ping_interval_ms": ms(l.operator_ping_interval),
             "task_retention_ms": ms(l.task_retention),
             "max_retained_tasks": l.max_retained_tasks,
         },
         "engine": state.engine().stats(),
         "sessions": state.sessions().len(),
+        "operators": {
+            "sessions": state.operators().len(),
+            "public_base_url": state.operators().config().public_base_url,
+        },
         "outputs": output_count,
     }))
 }

@@ -2,6 +2,7 @@
 
 pub mod data;
 pub mod health;
+pub mod operators;
 pub mod sessions;
 pub mod tasks;
 pub mod worker;

@@ -2,6 +2,8 @@
 //! in-process operator backend that hands the worker credentials to the test.
 #![allow(dead_code)]
 
+pub mod ops;
+
 use mse_engine::{OperatorBackend, SpawnCtx};
 use mse_server::{bind, AppState, ServerConfig, ServerError};
 use serde_json::{json, Value};
