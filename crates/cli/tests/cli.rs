@@ -28,6 +28,10 @@ const FLAGS: &[&str] = &[
     "task-retention-secs",
     "max-retained-tasks",
     "shutdown-grace-secs",
+    "operator-reconnect-grace-secs",
+    "operator-idle-ttl-secs",
+    "operator-ping-interval-secs",
+    "public-base-url",
 ];
 
 fn help(args: &[&str]) -> String {

@@ -100,7 +100,9 @@ impl TaskEntry {
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.get_or_init(|| watch::Sender::new(0)).subscribe()
+        self.changed
+            .get_or_init(|| watch::Sender::new(0))
+            .subscribe()
     }
 }
 

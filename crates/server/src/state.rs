@@ -94,10 +94,13 @@ impl AppState {
             memory_limit: limits.lua_memory_limit,
             ..LuaConfig::default()
         });
+        let base_url = public_base_url(&cfg, addr);
         let subprocess = cfg.allow_subprocess.then(|| {
             SubprocessFactory::new(SubprocessConfig {
                 time_limit: limits.subprocess_time_limit,
                 max_output_bytes: limits.subprocess_max_output,
+                // Children can self-fetch with MSE_WORKER_HANDLE against this URL.
+                extra_env: vec![("MSE_BASE_URL".into(), base_url.clone())],
                 ..SubprocessConfig::default()
             })
         });
@@ -124,7 +127,7 @@ impl AppState {
                 reconnect_grace: limits.operator_reconnect_grace,
                 idle_ttl: limits.operator_idle_ttl,
                 ping_interval: limits.operator_ping_interval,
-                public_base_url: public_base_url(&cfg, addr),
+                public_base_url: base_url,
                 ..OperatorConfig::default()
             },
         );

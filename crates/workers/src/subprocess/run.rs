@@ -73,7 +73,8 @@ impl SubprocessSpawner {
                 // A child that posted its result over HTTP (with its worker
                 // handle) and printed nothing keeps that result, as long as it
                 // exited cleanly.
-                let posted = out.iter().all(u8::is_ascii_whitespace) && status.success() && ctx.has_final();
+                let posted =
+                    out.iter().all(u8::is_ascii_whitespace) && status.success() && ctx.has_final();
                 if !posted {
                     let (value, ok) = plain_verdict(&out, &err, status);
                     ctx.finish(value, ok);
