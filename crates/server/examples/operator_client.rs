@@ -9,7 +9,7 @@
 //! What it answers:
 //! - `spawn`: plays the SubAgent itself: fetches `/v1/worker/prompt` with the
 //!   `worker_handle`, computes a reply (system prompt mentions "verdict" →
-//!   `PASS` if the prompt contains "ok", else `RETRY`; otherwise the prompt in
+//!   `PASS` if the prompt contains "ok" (any case), else `RETRY`; otherwise the prompt in
 //!   upper case), POSTs it to `/v1/worker/submit`, then sends `spawn_ack`
 //!   `{value:{}, ok:true}` (or `spawn_ack {error}` if the HTTP part failed);
 //! - `hook_before` → `hook_ack {ok:true}`; `hook_after` is only logged;
@@ -212,7 +212,7 @@ async fn run_subagent(s: &Session, spawn: &Value) -> Result<(), Error> {
     let system = p["system"].as_str().unwrap_or("");
     let prompt = p["prompt"].as_str().unwrap_or("");
     let output = if system.contains("verdict") {
-        if prompt.contains("ok") {
+        if prompt.to_lowercase().contains("ok") {
             "PASS"
         } else {
             "RETRY"
