@@ -10,6 +10,7 @@
 pub mod blueprints;
 pub mod memory;
 pub mod outputs;
+pub mod sqlite;
 
 pub use blueprints::{
     validate_blueprint_id, BlueprintStore, HistoryEntry, StoreError, StoredBlueprint, VersionMeta,
