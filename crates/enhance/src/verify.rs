@@ -66,10 +66,10 @@ fn des(bp: Option<&Value>) -> Value {
     let Some(bp) = bp else {
         return deny("des", "new_bp_json missing");
     };
-    if !bp
+    if bp
         .get("id")
         .and_then(Value::as_str)
-        .is_some_and(|s| !s.is_empty())
+        .is_none_or(str::is_empty)
     {
         return deny("des", "blueprint.id missing or not string");
     }
