@@ -17,3 +17,11 @@ pub use blueprints::{
     VersionSelector,
 };
 pub use outputs::{OutputRecord, OutputStore};
+pub mod enhance_log;
+pub mod issues;
+pub mod ledger;
+pub mod settings;
+pub use enhance_log::{EnhanceLogEntry, EnhanceLogStore, LOG_STATUS_APPLIED, LOG_STATUS_REJECTED};
+pub use issues::{new_issue_id, IssueRecord, IssueStatus, IssueStatusParseError, IssueStore};
+pub use ledger::EnhanceLedger;
+pub use settings::{EnhanceSetting, EnhanceSettingStore, DEFAULT_VERIFIER_AXES};

@@ -2,15 +2,21 @@
 //!
 //! Every behaviour is an `async fn(store: Arc<dyn BlueprintStore>)` taking a fresh,
 //! empty store. [`blueprint_store_suite!`] turns the whole suite into `#[tokio::test]`s
-//! for one backend given an `async fn() -> Arc<dyn BlueprintStore>` constructor; a new
-//! backend (e.g. SQLite) adds one invocation at the bottom of this file.
+//! for one backend given an `async fn() -> Arc<dyn BlueprintStore>` constructor; it runs
+//! on the memory and the SQLite backends (invocations at the bottom of this file, with
+//! the SQLite-only tests).
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 
 use mse_blueprint::{Blueprint, BlueprintVersion};
 use mse_store::memory::MemoryBlueprintStore;
-use mse_store::{BlueprintStore, StoreError, VersionMeta, VersionSelector};
+use mse_store::sqlite::{map_error, Database, SqliteBlueprintStore, SqliteOutputStore};
+use mse_store::{
+    BlueprintStore, HistoryEntry, OutputStore, StoreError, StoredBlueprint, VersionMeta,
+    VersionSelector,
+};
 use serde_json::json;
 
 // ---------------------------------------------------------------------------
@@ -768,4 +774,378 @@ blueprint_store_suite!(memory, crate::memory_store);
 async fn memory_store_default_is_empty() {
     let store = MemoryBlueprintStore::default();
     assert!(store.list().await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// SQLite backend
+// ---------------------------------------------------------------------------
+
+/// A store together with the temporary directory holding its database file; the
+/// directory is removed when the store is dropped.
+struct InTempDir<S> {
+    store: S,
+    _dir: tempfile::TempDir,
+}
+
+#[async_trait::async_trait]
+impl<S: BlueprintStore> BlueprintStore for InTempDir<S> {
+    async fn read_head(&self, id: &str) -> Result<StoredBlueprint, StoreError> {
+        self.store.read_head(id).await
+    }
+    async fn read_version(
+        &self,
+        id: &str,
+        version: &BlueprintVersion,
+    ) -> Result<StoredBlueprint, StoreError> {
+        self.store.read_version(id, version).await
+    }
+    async fn history(&self, id: &str, limit: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.store.history(id, limit).await
+    }
+    async fn write_new(
+        &self,
+        bp: Arc<Blueprint>,
+        expected_head: Option<Option<BlueprintVersion>>,
+        rationale: &str,
+        epoch_id: Option<String>,
+        patch_hash: Option<String>,
+    ) -> Result<(VersionMeta, bool), StoreError> {
+        self.store
+            .write_new(bp, expected_head, rationale, epoch_id, patch_hash)
+            .await
+    }
+    async fn archive(&self, id: &str) -> Result<(), StoreError> {
+        self.store.archive(id).await
+    }
+    async fn unarchive(&self, id: &str) -> Result<(), StoreError> {
+        self.store.unarchive(id).await
+    }
+    async fn list(&self) -> Result<Vec<(String, VersionMeta, bool)>, StoreError> {
+        self.store.list().await
+    }
+}
+
+/// A fresh database file (not `in_memory`: WAL and file locking are exercised).
+async fn sqlite_store() -> Arc<dyn BlueprintStore> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(&dir.path().join("mse.db")).unwrap();
+    Arc::new(InTempDir {
+        store: SqliteBlueprintStore::new(db),
+        _dir: dir,
+    })
+}
+
+blueprint_store_suite!(sqlite, crate::sqlite_store);
+
+fn open_store(path: &Path) -> Arc<SqliteBlueprintStore> {
+    Arc::new(SqliteBlueprintStore::new(Database::open(path).unwrap()))
+}
+
+fn unavailable_message(err: StoreError) -> String {
+    match err {
+        StoreError::Unavailable(m) => m,
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_persists_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mse.db");
+
+    let (written, list) = {
+        let store = open_store(&path);
+        let mut written = Vec::new();
+        for (desc, label) in [("a", Some("1.0.0")), ("b", None), ("a", Some("1.0.0"))] {
+            let (meta, ok) = store
+                .write_new(
+                    bp("demo", desc, label),
+                    None,
+                    &format!("write {desc}"),
+                    Some(format!("epoch-{desc}")),
+                    Some("cd".repeat(32)),
+                )
+                .await
+                .unwrap();
+            assert!(ok);
+            written.push(meta);
+        }
+        put(&*store, &bp("gone", "x", None)).await;
+        put(&*store, &bp("gone", "y", None)).await;
+        store.archive("gone").await.unwrap();
+        (written, store.list().await.unwrap())
+    };
+
+    let store = open_store(&path);
+    assert_eq!(store.list().await.unwrap(), list);
+    let mut newest_first = written.clone();
+    newest_first.reverse();
+    assert_eq!(store.history("demo", 10).await.unwrap(), newest_first);
+    assert_eq!(written[1].parents, vec![written[0].version]);
+    assert_eq!(written[2].parents, vec![written[1].version]);
+    let head = store.read_head("demo").await.unwrap();
+    assert_eq!(head.meta, written[2]);
+    assert_eq!(*head.blueprint, *bp("demo", "a", Some("1.0.0")));
+    let b = store
+        .read_version("demo", &written[1].version)
+        .await
+        .unwrap();
+    assert_eq!(b.meta, written[1]);
+    assert_eq!(*b.blueprint, *bp("demo", "b", None));
+    // The newest entry of content written twice.
+    assert_eq!(
+        store
+            .read_version("demo", &written[0].version)
+            .await
+            .unwrap()
+            .meta,
+        written[2]
+    );
+    assert_eq!(
+        store.read_head("gone").await.unwrap_err(),
+        StoreError::Archived("gone".into())
+    );
+    assert_eq!(store.history("gone", 10).await.unwrap().len(), 2);
+
+    // History continues from the persisted head.
+    let (next, ok) = put(&*store, &bp("demo", "c", None)).await;
+    assert!(ok);
+    assert_eq!(next.parents, vec![written[2].version]);
+    assert!(next.created_at_ms >= written[2].created_at_ms);
+    store.unarchive("gone").await.unwrap();
+    assert_eq!(
+        store.read_head("gone").await.unwrap().meta.version,
+        ver(&bp("gone", "y", None))
+    );
+}
+
+/// Two `Database` handles (two connections, as two processes would have) on one
+/// file: exactly one of the writers starting from the same head wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_two_handles_single_winner() {
+    const N: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mse.db");
+    let stores = [open_store(&path), open_store(&path)];
+    let (base, _) = put(&*stores[0], &bp("hot", "base", None)).await;
+
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let store = Arc::clone(&stores[i % 2]);
+        let expected = base.version;
+        tasks.push(tokio::spawn(async move {
+            store
+                .write_new(
+                    bp("hot", &format!("writer {i}"), None),
+                    Some(Some(expected)),
+                    "w",
+                    None,
+                    None,
+                )
+                .await
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok((meta, true)) => winners.push(meta),
+            Ok((_, false)) => panic!("distinct content cannot be a no-op"),
+            Err(StoreError::HeadMoved { expected, .. }) => {
+                assert_eq!(expected, base.version.to_hex())
+            }
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one writer wins");
+    let want = vec![winners[0].clone(), base];
+    for store in &stores {
+        assert_eq!(store.history("hot", 100).await.unwrap(), want);
+        assert_eq!(store.read_head("hot").await.unwrap().meta, want[0]);
+    }
+}
+
+/// Unconditional writers on two handles: every write lands on one linear chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_two_handles_linear_history() {
+    const N: usize = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mse.db");
+    let stores = [open_store(&path), open_store(&path)];
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let store = Arc::clone(&stores[i % 2]);
+        tasks.push(tokio::spawn(async move {
+            let (meta, ok) = put(&*store, &bp("hot", &format!("writer {i}"), None)).await;
+            assert!(ok);
+            meta.version
+        }));
+    }
+    let mut written = HashSet::new();
+    for task in tasks {
+        written.insert(task.await.unwrap());
+    }
+    let history = stores[1].history("hot", 1000).await.unwrap();
+    assert_eq!(history.len(), N);
+    assert_eq!(
+        versions(&history).into_iter().collect::<HashSet<_>>(),
+        written
+    );
+    for pair in history.windows(2) {
+        assert_eq!(pair[0].parents, vec![pair[1].version]);
+    }
+    assert!(history[N - 1].parents.is_empty());
+}
+
+/// Restores a directory's permissions when dropped (so the temp dir can be removed).
+struct RestoreMode<'a>(&'a Path);
+
+impl Drop for RestoreMode<'_> {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(self.0, std::fs::Permissions::from_mode(0o755));
+    }
+}
+
+fn output(producer: &str) -> mse_store::OutputRecord {
+    mse_store::OutputRecord {
+        id: String::new(),
+        task_id: "T-1".into(),
+        attempt: 1,
+        producer_agent: producer.into(),
+        event: mse_engine::OutputEvent::final_inline(json!(1), true),
+        parent_refs: vec![],
+    }
+}
+
+/// A database file the process may not write: opening fails, or reads work and
+/// writes fail, always with `Unavailable` saying read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_read_only_file_refuses_writes() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+
+    let dir = tempfile::tempdir().unwrap();
+    let _restore = RestoreMode(dir.path());
+    let path = dir.path().join("mse.db");
+    let (ma, _) = put(&*open_store(&path), &bp("demo", "a", None)).await;
+    SqliteOutputStore::new(Database::open(&path).unwrap(), 10)
+        .append(output("p"))
+        .await
+        .unwrap();
+
+    mode(&path, 0o444).unwrap();
+    if std::fs::OpenOptions::new().write(true).open(&path).is_ok() {
+        eprintln!(
+            "note: sqlite_read_only_file_refuses_writes skipped: file permissions are not \
+             enforced for this user (running as root?)"
+        );
+        return;
+    }
+
+    // File and directory read-only, closed cleanly (no -wal/-shm): WAL cannot be
+    // set up, so the open itself fails.
+    mode(dir.path(), 0o555).unwrap();
+    let msg = unavailable_message(Database::open(&path).unwrap_err());
+    assert!(msg.contains("read-only"), "{msg}");
+
+    // File read-only in a writable directory, then in a read-only one with the
+    // -wal/-shm files present: reads work, every write fails.
+    for dir_mode in [0o755, 0o555] {
+        mode(dir.path(), dir_mode).unwrap();
+        let db = Database::open(&path).unwrap();
+        let store = SqliteBlueprintStore::new(db.clone());
+        assert_eq!(store.read_head("demo").await.unwrap().meta, ma);
+        assert_eq!(store.history("demo", 10).await.unwrap(), vec![ma.clone()]);
+        let err = store
+            .write_new(bp("demo", "b", None), None, "x", None, None)
+            .await
+            .unwrap_err();
+        let msg = unavailable_message(err);
+        assert!(msg.contains("read-only"), "{msg}");
+        let msg = unavailable_message(store.archive("demo").await.unwrap_err());
+        assert!(msg.contains("read-only"), "{msg}");
+
+        let outputs = SqliteOutputStore::new(db, 10);
+        assert!(outputs.get("p").await.unwrap().is_some());
+        let msg = unavailable_message(outputs.append(output("p")).await.unwrap_err());
+        assert!(msg.contains("read-only"), "{msg}");
+        assert_eq!(outputs.count().await.unwrap(), 1);
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        3,
+        "mse.db, -wal and -shm"
+    );
+}
+
+/// The same error path without file permissions (works as root too): a connection
+/// in `query_only` mode is refused writes as read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_query_only_connection_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(&dir.path().join("mse.db")).unwrap();
+    let store = SqliteBlueprintStore::new(db.clone());
+    let (ma, _) = put(&store, &bp("demo", "a", None)).await;
+    db.call(|c| c.execute_batch("PRAGMA query_only = ON").map_err(map_error))
+        .await
+        .unwrap();
+    let err = store
+        .write_new(bp("demo", "b", None), None, "x", None, None)
+        .await
+        .unwrap_err();
+    let msg = unavailable_message(err);
+    assert!(msg.contains("read-only"), "{msg}");
+    assert_eq!(store.read_head("demo").await.unwrap().meta, ma);
+}
+
+/// A damaged file is reported as corrupt (at open or on first use), never as a
+/// missing blueprint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_truncated_file_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mse.db");
+    {
+        let store = open_store(&path);
+        for i in 0..50 {
+            put(
+                &*store,
+                &bp("demo", &format!("{i} {}", "x".repeat(2000)), None),
+            )
+            .await;
+        }
+    }
+    // Keep only the first page (header and schema): the tables' pages are gone.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(4096).unwrap();
+    drop(file);
+
+    let msg = match Database::open(&path) {
+        Err(e) => unavailable_message(e),
+        Ok(db) => unavailable_message(
+            SqliteBlueprintStore::new(db)
+                .read_head("demo")
+                .await
+                .unwrap_err(),
+        ),
+    };
+    assert!(msg.contains("corrupt"), "{msg}");
+}
+
+/// A stored document that no longer parses is an `Unavailable` error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_garbage_row_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(&dir.path().join("mse.db")).unwrap();
+    let store = SqliteBlueprintStore::new(db.clone());
+    let (ma, _) = put(&store, &bp("demo", "a", None)).await;
+    db.call(|c| {
+        c.execute("UPDATE blueprint_versions SET body = '{\"id\": 1}'", [])
+            .map_err(map_error)
+    })
+    .await
+    .unwrap();
+    let msg = unavailable_message(store.read_head("demo").await.unwrap_err());
+    assert!(msg.contains("corrupt stored blueprint"), "{msg}");
+    // Metadata does not need the document.
+    assert_eq!(store.history("demo", 10).await.unwrap(), vec![ma]);
 }

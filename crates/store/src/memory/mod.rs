@@ -13,3 +13,11 @@ mod outputs;
 
 pub use blueprints::MemoryBlueprintStore;
 pub use outputs::{MemoryOutputStore, DEFAULT_MAX_OUTPUT_RECORDS};
+mod enhance_log;
+mod issues;
+mod ledger;
+mod settings;
+pub use enhance_log::MemoryEnhanceLogStore;
+pub use issues::MemoryIssueStore;
+pub use ledger::MemoryLedger;
+pub use settings::MemoryEnhanceSettingStore;

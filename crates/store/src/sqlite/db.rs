@@ -74,7 +74,8 @@ const MIGRATIONS: &[&str] = &[
         ts_ms        INTEGER NOT NULL,
         entry        TEXT NOT NULL
     );
-    CREATE INDEX enhance_log_by_blueprint ON enhance_log(blueprint_id, seq);
+    CREATE INDEX enhance_log_by_blueprint ON enhance_log(blueprint_id, ts_ms, seq);
+    CREATE INDEX enhance_log_by_ts ON enhance_log(ts_ms, seq);
     "#,
 ];
 
