@@ -10,9 +10,19 @@
 //!
 //! [`register`] installs them in a [`RustFnRegistry`] under the `fn_id`s the
 //! bundled enhance Blueprint uses.
+//!
+//! [`consumer`] is the enhance loop itself: it takes issues from the queue, runs the
+//! orchestrator Blueprint of its setting for each ([`default_blueprint`] unless an
+//! operator configured another), validates the commit ([`decision`]) and finishes
+//! the issue through the atomic enhance ledger. [`startup`] seeds the bundled
+//! orchestrator and the `default` setting and recovers interrupted issues.
 
 pub mod commit;
+pub mod consumer;
+pub mod decision;
 pub mod patch;
+pub mod spawner;
+pub mod startup;
 pub mod verify;
 
 use mse_workers::rust_fn::{Invocation, RustFnRegistry, SyncFn};
@@ -53,4 +63,13 @@ pub fn register(registry: &RustFnRegistry, compile: Option<CompileCheck>) {
             commit::decide(&ctx_of(inv)?).map(|v| (v, true))
         })),
     );
+}
+
+pub use consumer::{ConsumerConfig, EnhanceConsumer, EnhanceStores, Outcome};
+pub use startup::{SeedOutcome, StartupReport};
+
+/// The bundled enhance Blueprint ([`DEFAULT_BLUEPRINT`]), parsed.
+pub fn default_blueprint() -> mse_blueprint::Blueprint {
+    mse_blueprint::Blueprint::from_json(DEFAULT_BLUEPRINT.as_bytes())
+        .expect("the bundled enhance blueprint is valid")
 }
