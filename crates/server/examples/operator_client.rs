@@ -7,7 +7,10 @@
 //! one for minting).
 //!
 //! What it answers:
-//! - `spawn`: plays the SubAgent itself: fetches `/v1/worker/prompt` with the
+//! - `spawn` for the enhance `patch-spawner` agent: reads the issue from the
+//!   fetched prompt and turns `set description to <text>` into an RFC 6902
+//!   `replace` of `/metadata/description` (submitted as the patch JSON);
+//! - any other `spawn`: plays the SubAgent itself: fetches `/v1/worker/prompt` with the
 //!   `worker_handle`, computes a reply (system prompt mentions "verdict" →
 //!   `PASS` if the prompt contains "ok" (any case), else `RETRY`; otherwise the prompt in
 //!   upper case), POSTs it to `/v1/worker/submit`, then sends `spawn_ack`
@@ -196,6 +199,21 @@ async fn answer(s: &Session, msg: &Value) -> Option<Value> {
     }
 }
 
+/// The enhance patch-spawner's rule: an issue whose intent reads
+/// `set description to <text>` becomes a `replace` of `/metadata/description`;
+/// any other intent gets an empty patch (which the `noop` verifier denies).
+fn patch_for(prompt: &str) -> String {
+    let ctx: Value = serde_json::from_str(prompt).unwrap_or(Value::Null);
+    let intent = ctx["issue"]["intent"].as_str().unwrap_or("").trim();
+    let ops = match intent.strip_prefix("set description to ") {
+        Some(text) => {
+            json!([{"op": "replace", "path": "/metadata/description", "value": text.trim()}])
+        }
+        None => json!([]),
+    };
+    json!({"ops": ops, "bump": "patch", "rationale": intent}).to_string()
+}
+
 /// Fetch the prompt with the handle, compute the output, submit it.
 async fn run_subagent(s: &Session, spawn: &Value) -> Result<(), Error> {
     let handle = spawn["worker_handle"].as_str().ok_or("no worker_handle")?;
@@ -211,7 +229,9 @@ async fn run_subagent(s: &Session, spawn: &Value) -> Result<(), Error> {
         .await?;
     let system = p["system"].as_str().unwrap_or("");
     let prompt = p["prompt"].as_str().unwrap_or("");
-    let output = if system.contains("verdict") {
+    let output = if spawn["agent"] == "patch-spawner" {
+        patch_for(prompt)
+    } else if system.contains("verdict") {
         if prompt.to_lowercase().contains("ok") {
             "PASS"
         } else {
