@@ -3,9 +3,11 @@
 //! (`config::Options::KEYS`, `config::default_display`) so they cannot drift.
 
 use crate::config::{
-    self, AdminToken, BaseUrl, ConfigError, Ident, LogFormat, Options, Origin, Secret,
+    self, AdminToken, AgentKindName, BaseUrl, ConfigError, Ident, LogFormat, Options, Origin,
+    Secret, StorageKind,
 };
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use mse_server::Storage;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -76,9 +78,25 @@ pub struct ServeArgs {
     #[arg(long, value_name = "IP:PORT", help_heading = "Server")]
     pub bind: Option<SocketAddr>,
 
-    /// Directory for persistent state (the token secret); created (mode 0700) if missing
+    /// Directory for persistent state (the token secret, the database); created (mode 0700) if missing
     #[arg(long, value_name = "DIR", help_heading = "Server")]
     pub data_dir: Option<PathBuf>,
+
+    /// Where the stores keep their state: sqlite (<data_dir>/mse.db) or memory
+    #[arg(long, value_name = "sqlite|memory", help_heading = "Storage")]
+    pub storage: Option<String>,
+
+    /// Volatile in-memory stores, for tests and demos (same as --storage memory)
+    #[arg(long, action = ArgAction::SetTrue, conflicts_with = "storage", help_heading = "Storage")]
+    pub memory: bool,
+
+    /// Base directory of $file / $agent_md references in registered Blueprints
+    #[arg(long, value_name = "DIR", help_heading = "Storage")]
+    pub blueprint_ref_base: Option<PathBuf>,
+
+    /// Kind of $agent_md agents when neither the reference nor the Blueprint names one
+    #[arg(long, value_name = "KIND", help_heading = "Storage")]
+    pub default_agent_kind: Option<String>,
 
     /// HMAC key for capability tokens, hex, at least 32 bytes (64 hex characters)
     #[arg(long, value_name = "HEX", help_heading = "Security")]
@@ -172,6 +190,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", help_heading = "Limits")]
     pub max_retained_tasks: Option<usize>,
 
+    /// Most data-plane output records kept; the oldest go first
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    pub max_output_records: Option<usize>,
+
     /// How long in-flight requests may run after SIGINT/SIGTERM, seconds
     #[arg(long, value_name = "SECS", help_heading = "Server")]
     pub shutdown_grace_secs: Option<u64>,
@@ -197,6 +219,16 @@ impl ServeArgs {
         let o = Options {
             bind: self.bind,
             data_dir: self.data_dir.clone(),
+            storage: if self.memory {
+                Some(StorageKind(Storage::Memory))
+            } else {
+                parse::<StorageKind>("storage", &self.storage)?
+            },
+            blueprint_ref_base: self.blueprint_ref_base.clone(),
+            default_agent_kind: parse::<AgentKindName>(
+                "default_agent_kind",
+                &self.default_agent_kind,
+            )?,
             token_secret: parse::<Secret>("token_secret", &self.token_secret)?,
             admin_token: parse::<AdminToken>("admin_token", &self.admin_token)?,
             // The flag can only switch subprocess agents on.
@@ -221,6 +253,7 @@ impl ServeArgs {
             public_base_url: parse::<BaseUrl>("public_base_url", &self.public_base_url)?,
             task_retention_secs: self.task_retention_secs,
             max_retained_tasks: self.max_retained_tasks,
+            max_output_records: self.max_output_records,
             shutdown_grace_secs: self.shutdown_grace_secs,
         };
         o.validate(Origin::Flags)?;
@@ -322,6 +355,50 @@ mod tests {
         assert_eq!(o.max_body_bytes, None);
         let o = args(&[]).unwrap().to_options().unwrap();
         assert_eq!(o, Options::default(), "no flag sets nothing");
+    }
+
+    #[test]
+    fn storage_flags() {
+        let o = args(&["--memory"]).unwrap().to_options().unwrap();
+        assert_eq!(o.storage, Some(StorageKind(Storage::Memory)));
+        let o = args(&["--storage", "sqlite", "--blueprint-ref-base", "/b"])
+            .unwrap()
+            .to_options()
+            .unwrap();
+        assert_eq!(o.storage, Some(StorageKind(Storage::Sqlite)));
+        assert_eq!(o.blueprint_ref_base, Some(PathBuf::from("/b")));
+        assert_eq!(
+            args(&["--memory", "--storage", "sqlite"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+        let e = args(&["--storage", "disk"])
+            .unwrap()
+            .to_options()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--storage: expected 'sqlite' or 'memory'"),
+            "{e}"
+        );
+        let e = args(&["--default-agent-kind", "Lua"])
+            .unwrap()
+            .to_options()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--default-agent-kind: unknown agent kind"),
+            "{e}"
+        );
+        let o = args(&["--default-agent-kind", "agent_block"])
+            .unwrap()
+            .to_options()
+            .unwrap();
+        assert_eq!(
+            o.default_agent_kind,
+            Some(AgentKindName(mse_blueprint::AgentKind::AgentBlock))
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! built-in default**. Clap's `env` attribute is deliberately not used: it would put
 //! the environment above the file.
 
-use mse_server::{Limits, ServerConfig};
+use mse_blueprint::AgentKind;
+use mse_server::{Limits, ServerConfig, Storage};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::net::SocketAddr;
@@ -167,6 +168,39 @@ impl FromStr for BaseUrl {
     }
 }
 
+/// Where the stores keep their state: `sqlite` (default) or `memory`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageKind(pub Storage);
+
+impl FromStr for StorageKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse().map(StorageKind)
+    }
+}
+
+/// An agent kind by its wire name (`operator`, `agent_block`, `rust_fn`, `lua`,
+/// `subprocess`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentKindName(pub AgentKind);
+
+impl FromStr for AgentKindName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        AgentKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .map(AgentKindName)
+            .ok_or_else(|| {
+                format!(
+                    "unknown agent kind '{s}' (expected one of: {})",
+                    AgentKind::ALL.map(AgentKind::as_str).join(", ")
+                )
+            })
+    }
+}
+
 /// Deserialize through `FromStr` from a TOML string, keeping the parse message.
 macro_rules! deserialize_via_from_str {
     ($($t:ty),*) => {$(
@@ -178,7 +212,14 @@ macro_rules! deserialize_via_from_str {
         }
     )*};
 }
-deserialize_via_from_str!(Secret, AdminToken, Ident, BaseUrl);
+deserialize_via_from_str!(
+    Secret,
+    AdminToken,
+    Ident,
+    BaseUrl,
+    StorageKind,
+    AgentKindName
+);
 
 /// Parsing of one environment-variable value.
 pub trait EnvValue: Sized {
@@ -194,7 +235,16 @@ macro_rules! env_value_via_from_str {
         }
     )*};
 }
-env_value_via_from_str!(u64, usize, SocketAddr, LogFormat, Ident, BaseUrl);
+env_value_via_from_str!(
+    u64,
+    usize,
+    SocketAddr,
+    LogFormat,
+    Ident,
+    BaseUrl,
+    StorageKind,
+    AgentKindName
+);
 
 impl EnvValue for PathBuf {
     fn parse_env(s: &str) -> Result<Self, String> {
@@ -258,6 +308,9 @@ macro_rules! options {
 options! {
     bind: SocketAddr,
     data_dir: PathBuf,
+    storage: StorageKind,
+    blueprint_ref_base: PathBuf,
+    default_agent_kind: AgentKindName,
     token_secret: Secret,
     admin_token: AdminToken,
     allow_subprocess: bool,
@@ -281,6 +334,7 @@ options! {
     public_base_url: BaseUrl,
     task_retention_secs: u64,
     max_retained_tasks: usize,
+    max_output_records: usize,
     shutdown_grace_secs: u64,
 }
 
@@ -293,6 +347,7 @@ const POSITIVE_KEYS: &[&str] = &[
     "lua_time_limit_ms",
     "lua_memory_limit_bytes",
     "subprocess_time_limit_secs",
+    "max_output_records",
 ];
 
 /// The environment variable of a config key.
@@ -342,6 +397,7 @@ impl Options {
             "lua_time_limit_ms" => self.lua_time_limit_ms,
             "lua_memory_limit_bytes" => u(self.lua_memory_limit_bytes),
             "subprocess_time_limit_secs" => self.subprocess_time_limit_secs,
+            "max_output_records" => u(self.max_output_records),
             _ => None,
         }
     }
@@ -445,6 +501,12 @@ pub struct Settings {
     pub bind: SocketAddr,
     /// `None` = the platform default.
     pub data_dir: Option<PathBuf>,
+    /// SQLite under the data dir (default) or in memory.
+    pub storage: Storage,
+    /// Base directory of `$file` / `$agent_md` references (`None`: no expansion).
+    pub blueprint_ref_base: Option<PathBuf>,
+    /// Kind of `$agent_md` agents nobody names (`None`: `operator`).
+    pub default_agent_kind: Option<AgentKind>,
     /// `None` = read or generate `<data_dir>/token_secret`.
     pub token_secret: Option<Secret>,
     pub admin_token: Option<AdminToken>,
@@ -512,11 +574,15 @@ pub fn merge(
     );
     set!(task_retention = task_retention_secs, Duration::from_secs);
     set!(max_retained_tasks = max_retained_tasks);
+    set!(max_output_records = max_output_records);
     Settings {
         bind: o
             .bind
             .unwrap_or_else(|| DEFAULT_BIND.parse().expect("valid default address")),
         data_dir: o.data_dir,
+        storage: o.storage.map_or(Storage::Sqlite, |s| s.0),
+        blueprint_ref_base: o.blueprint_ref_base,
+        default_agent_kind: o.default_agent_kind.map(|k| k.0),
         token_secret: o.token_secret,
         admin_token: o.admin_token,
         allow_subprocess: o.allow_subprocess.unwrap_or(false),
@@ -570,6 +636,12 @@ pub fn default_display(key: &str) -> Option<String> {
             "{} (the platform data directory + /mse)",
             crate::secret::default_data_dir().display()
         ),
+        "storage" => format!(
+            "sqlite (one database file, <data_dir>/{}; 'memory' keeps nothing across restarts)",
+            mse_server::DATABASE_FILE
+        ),
+        "blueprint_ref_base" => "none (no $file / $agent_md expansion)".into(),
+        "default_agent_kind" => "operator".into(),
         "token_secret" => {
             "random, generated on first start and kept in <data_dir>/token_secret".into()
         }
@@ -597,6 +669,7 @@ pub fn default_display(key: &str) -> Option<String> {
         "public_base_url" => "http:// + the bound address".into(),
         "task_retention_secs" => secs(l.task_retention),
         "max_retained_tasks" => l.max_retained_tasks.to_string(),
+        "max_output_records" => l.max_output_records.to_string(),
         "shutdown_grace_secs" => DEFAULT_SHUTDOWN_GRACE_SECS.to_string(),
         _ => return None,
     })
@@ -614,6 +687,9 @@ pub fn server_config(s: &Settings, data_dir: PathBuf, token_secret: Vec<u8>) -> 
     cfg.shutdown_grace = s.shutdown_grace;
     cfg.seed_blueprint_id = s.seed_blueprint_id.clone();
     cfg.public_base_url = s.public_base_url.clone();
+    cfg.storage = s.storage;
+    cfg.blueprint_ref_base = s.blueprint_ref_base.clone();
+    cfg.default_agent_kind = s.default_agent_kind;
     cfg
 }
 
@@ -640,7 +716,7 @@ mod tests {
 
     #[test]
     fn keys_cover_flags_and_env_names() {
-        assert_eq!(Options::KEYS.len(), 26);
+        assert_eq!(Options::KEYS.len(), 30);
         assert_eq!(env_var("max_body_bytes"), "MSE_MAX_BODY_BYTES");
         assert_eq!(flag("max_body_bytes"), "--max-body-bytes");
         for k in Options::KEYS {
@@ -934,6 +1010,74 @@ mod tests {
         assert_eq!(
             cfg.public_base_url.as_deref(),
             Some("https://mse.example.org")
+        );
+    }
+
+    #[test]
+    fn storage_ref_base_and_agent_kind() {
+        let d = merge(
+            Options::default(),
+            Options::default(),
+            Options::default(),
+            None,
+        );
+        assert_eq!(d.storage, Storage::Sqlite, "SQLite is the default");
+        assert_eq!(d.blueprint_ref_base, None);
+        assert_eq!(d.default_agent_kind, None);
+        assert_eq!(
+            d.limits.max_output_records,
+            Limits::default().max_output_records
+        );
+        let o = toml(
+            "storage = \"memory\"\nblueprint_ref_base = \"/srv/bp\"\n\
+             default_agent_kind = \"rust_fn\"\nmax_output_records = 7\n",
+        )
+        .unwrap();
+        let s = merge(Options::default(), o, Options::default(), None);
+        assert_eq!(s.storage, Storage::Memory);
+        assert_eq!(s.blueprint_ref_base.as_deref(), Some(Path::new("/srv/bp")));
+        assert_eq!(s.default_agent_kind, Some(AgentKind::RustFn));
+        assert_eq!(s.limits.max_output_records, 7);
+        let cfg = server_config(&s, PathBuf::from("/d"), vec![7; 32]);
+        assert_eq!(cfg.storage, Storage::Memory);
+        assert_eq!(cfg.database_path(), None);
+        assert_eq!(
+            cfg.blueprint_ref_base.as_deref(),
+            Some(Path::new("/srv/bp"))
+        );
+        assert_eq!(cfg.default_agent_kind, Some(AgentKind::RustFn));
+        assert_eq!(cfg.limits.max_output_records, 7);
+        let cfg = server_config(&d, PathBuf::from("/d"), vec![7; 32]);
+        assert_eq!(cfg.database_path(), Some(PathBuf::from("/d/mse.db")));
+
+        let e = toml("storage = \"postgres\"").unwrap_err().to_string();
+        assert!(e.contains("expected 'sqlite' or 'memory'"), "{e}");
+        let e = toml("default_agent_kind = \"robot\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown agent kind 'robot'"), "{e}");
+        let o = Options::from_env(&env(&[
+            ("MSE_STORAGE", "memory"),
+            ("MSE_DEFAULT_AGENT_KIND", "lua"),
+            ("MSE_BLUEPRINT_REF_BASE", "/x"),
+        ]))
+        .unwrap();
+        assert_eq!(o.storage, Some(StorageKind(Storage::Memory)));
+        assert_eq!(o.default_agent_kind, Some(AgentKindName(AgentKind::Lua)));
+        let e = Options::from_env(&env(&[("MSE_STORAGE", "disk")])).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("environment variable MSE_STORAGE: "),
+            "{e}"
+        );
+        let e = toml("max_output_records = 0")
+            .unwrap()
+            .validate(Origin::File(Path::new("/c.toml")))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("max_output_records: must be greater than 0"),
+            "{e}"
         );
     }
 

@@ -5,7 +5,7 @@
 //! any header).
 
 use crate::error::{error_body, ApiError};
-use crate::routes::{data, health, operators, sessions, tasks, worker};
+use crate::routes::{blueprints, data, health, operators, sessions, tasks, worker};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode, Uri};
@@ -38,6 +38,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/worker/submit", post(worker::submit))
         .route("/v1/data/emit", post(data::emit))
         .route("/v1/data/{key}", post(data::emit_named).get(data::get))
+        .route("/v1/blueprints", get(blueprints::list))
+        .route(
+            "/v1/blueprints/{id}",
+            post(blueprints::seed).delete(blueprints::archive),
+        )
+        .route("/v1/blueprints/{id}/unarchive", post(blueprints::unarchive))
+        .route("/v1/blueprints/{id}/head", get(blueprints::head))
+        .route("/v1/blueprints/{id}/history", get(blueprints::history))
+        .route(
+            "/v1/blueprints/{id}/versions/{version}",
+            get(blueprints::version),
+        )
+        .route("/v1/schema/blueprint", get(blueprints::schema))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state);

@@ -1,16 +1,65 @@
 //! Everything `mse serve` can be configured with. The CLI fills this from flags,
 //! the TOML config file, `MSE_*` environment variables and defaults.
 
+use mse_blueprint::AgentKind;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// File name of the SQLite database inside the data directory.
+pub const DATABASE_FILE: &str = "mse.db";
+
+/// Where the stores keep their state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Storage {
+    /// One SQLite database file, `<data_dir>/mse.db` (WAL mode, migrations at start).
+    #[default]
+    Sqlite,
+    /// Volatile in-memory stores (tests and demos): everything is lost on exit.
+    Memory,
+}
+
+impl Storage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Storage::Sqlite => "sqlite",
+            Storage::Memory => "memory",
+        }
+    }
+}
+
+impl std::str::FromStr for Storage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "sqlite" => Ok(Storage::Sqlite),
+            "memory" => Ok(Storage::Memory),
+            other => Err(format!("expected 'sqlite' or 'memory', got '{other}'")),
+        }
+    }
+}
+
+impl std::fmt::Display for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Resolved server configuration.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub bind: SocketAddr,
-    /// Where persistent state lives (token secret, later the SQLite database).
+    /// Where persistent state lives (token secret, the SQLite database).
     pub data_dir: PathBuf,
+    /// SQLite (`<data_dir>/mse.db`, the default of `mse serve`) or in-memory stores
+    /// (the default of [`ServerConfig::ephemeral`], which tests use).
+    pub storage: Storage,
+    /// Base directory of `$file` / `$agent_md` references in Blueprints registered
+    /// through `POST /v1/blueprints/{id}`; `None` disables expansion.
+    pub blueprint_ref_base: Option<PathBuf>,
+    /// Kind of `$agent_md` agents when neither the reference nor the Blueprint names
+    /// one (`None`: `operator`).
+    pub default_agent_kind: Option<AgentKind>,
     /// HMAC secret for capability tokens (at least 32 bytes).
     pub token_secret: Vec<u8>,
     /// When set, required as `Authorization: Bearer <admin token>` on every route
@@ -67,6 +116,8 @@ pub struct Limits {
     pub task_retention: Duration,
     /// Retained finished tasks at most (default 100 000).
     pub max_retained_tasks: usize,
+    /// Data-plane output records kept at most; the oldest go first (default 100 000).
+    pub max_output_records: usize,
 }
 
 impl Default for Limits {
@@ -89,18 +140,24 @@ impl Default for Limits {
             operator_ping_interval: Duration::from_secs(30),
             task_retention: Duration::from_secs(300),
             max_retained_tasks: 100_000,
+            max_output_records: mse_store::memory::DEFAULT_MAX_OUTPUT_RECORDS,
         }
     }
 }
 
 impl ServerConfig {
-    /// A config for tests and embedding: loopback port 0, a random secret.
+    /// A config for tests and embedding: loopback port 0, a random secret,
+    /// in-memory stores (set `storage` to [`Storage::Sqlite`] for a database under
+    /// `data_dir`).
     pub fn ephemeral(data_dir: PathBuf) -> Self {
         let mut secret = vec![0u8; 32];
         mse_engine::ids::random_bytes(&mut secret);
         Self {
             bind: "127.0.0.1:0".parse().expect("valid address"),
             data_dir,
+            storage: Storage::Memory,
+            blueprint_ref_base: None,
+            default_agent_kind: None,
             token_secret: secret,
             admin_token: None,
             allow_subprocess: false,
@@ -108,6 +165,16 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             seed_blueprint_id: "main".into(),
             public_base_url: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The database file, when the stores are SQLite.
+    pub fn database_path(&self) -> Option<PathBuf> {
+        match self.storage {
+            Storage::Sqlite => Some(self.data_dir.join(DATABASE_FILE)),
+            Storage::Memory => None,
         }
     }
 }

@@ -144,6 +144,10 @@ pub enum ServerError {
         #[source]
         source: StoreError,
     },
+    /// The database could not be opened or used at startup (locked, read-only,
+    /// corrupt, newer schema, unwritable directory). One line, naming the file.
+    #[error("{0}")]
+    Storage(String),
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),
 }

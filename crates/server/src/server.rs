@@ -63,12 +63,17 @@ impl Bound {
     pub fn describe(&self) -> String {
         let cfg = self.state.config();
         format!(
-            "listening on http://{}; blueprint store: {}; output store: {}; seed blueprint: {}; \
-             subprocess agents: {}; admin token: {}; operator base URL: {}; data dir: {}",
+            "listening on http://{}; storage: {}; blueprint store: {}; output store: {}; \
+             seed blueprint: {}; blueprint ref base: {}; subprocess agents: {}; admin token: {}; \
+             operator base URL: {}; data dir: {}",
             self.local_addr,
+            self.state.storage_description(),
             self.state.blueprint_store_kind(),
             self.state.output_store_kind(),
             cfg.seed_blueprint_id,
+            cfg.blueprint_ref_base
+                .as_ref()
+                .map_or_else(|| "none".to_string(), |p| p.display().to_string()),
             if cfg.allow_subprocess {
                 "enabled"
             } else {

@@ -7,20 +7,43 @@
 //! its limits, subprocess only when allowed), the launcher (flow limits,
 //! concurrency, TTL ceiling), the operator hub (login sessions served over
 //! `/v1/operators/{sid}/ws`), the stores, and the seed Blueprint.
+//!
+//! Stores (Blueprints, outputs, issues, enhance settings, enhance log and the
+//! enhance ledger over them): with [`Storage::Sqlite`] one database file
+//! (`<data_dir>/mse.db`, WAL, migrations applied at open) is opened once and every
+//! store is built on it; a
+//! database that cannot be opened or written (locked, read-only, corrupt, newer
+//! schema) stops the start with a one-line [`ServerError::Storage`]. With
+//! [`Storage::Memory`] the stores are volatile.
 
-use crate::config::ServerConfig;
+use crate::cache::{InvalidatingLedger, InvalidatingStore, ResolveCache};
+use crate::config::{ServerConfig, Storage};
 use crate::error::ServerError;
-use mse_blueprint::{LaunchConfig, Launcher, SpawnerFactories};
+use mse_blueprint::{
+    AgentKind, Blueprint, BlueprintVersion, CompileError, CompiledBlueprint, LaunchConfig,
+    Launcher, SpawnerFactories,
+};
 use mse_engine::{Engine, EngineConfig};
 use mse_operators::{OperatorConfig, OperatorHub};
-use mse_store::memory::{MemoryBlueprintStore, MemoryOutputStore};
-use mse_store::{BlueprintStore, OutputStore};
+use mse_store::memory::{
+    MemoryBlueprintStore, MemoryEnhanceLogStore, MemoryEnhanceSettingStore, MemoryIssueStore,
+    MemoryLedger, MemoryOutputStore,
+};
+use mse_store::sqlite::{
+    Database, SqliteBlueprintStore, SqliteEnhanceLogStore, SqliteEnhanceSettingStore,
+    SqliteIssueStore, SqliteLedger, SqliteOutputStore,
+};
+use mse_store::{
+    BlueprintStore, EnhanceLedger, EnhanceLogStore, EnhanceSettingStore, IssueStore, OutputStore,
+    StoreError, StoredBlueprint, VersionSelector,
+};
 use mse_workers::lua::{LuaConfig, LuaFactory};
 use mse_workers::rust_fn::RustFnRegistry;
 use mse_workers::subprocess::{SubprocessConfig, SubprocessFactory};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -37,8 +60,9 @@ pub struct AppState {
 struct Inner {
     engine: Engine,
     launcher: Launcher,
-    blueprints: Arc<dyn BlueprintStore>,
-    outputs: Arc<dyn OutputStore>,
+    stores: Stores,
+    /// Compiled stored Blueprints by version (`POST /v1/tasks` by id).
+    compiled: CompiledCache,
     config: ServerConfig,
     sessions: SessionMap,
     operators: Arc<OperatorHub>,
@@ -80,6 +104,14 @@ impl AppState {
     ) -> Result<AppState, ServerError> {
         if cfg.token_secret.is_empty() {
             return Err(ServerError::Config("token secret is empty".into()));
+        }
+        if let Some(base) = &cfg.blueprint_ref_base {
+            if !base.is_dir() {
+                return Err(ServerError::Config(format!(
+                    "blueprint ref base {} is not a directory",
+                    base.display()
+                )));
+            }
         }
         let limits = &cfg.limits;
         let engine = Engine::new(EngineConfig {
@@ -131,15 +163,14 @@ impl AppState {
                 ..OperatorConfig::default()
             },
         );
-        let blueprints: Arc<dyn BlueprintStore> = Arc::new(MemoryBlueprintStore::new());
-        let outputs: Arc<dyn OutputStore> = Arc::new(MemoryOutputStore::default());
-        crate::seed::seed(blueprints.as_ref(), &cfg.seed_blueprint_id).await?;
+        let stores = open_stores(&cfg).await?;
+        crate::seed::seed(stores.blueprints.as_ref(), &cfg.seed_blueprint_id).await?;
         Ok(AppState {
             inner: Arc::new(Inner {
                 engine,
                 launcher,
-                blueprints,
-                outputs,
+                stores,
+                compiled: CompiledCache::new(COMPILED_CACHE_ENTRIES),
                 config: cfg,
                 sessions: SessionMap::default(),
                 operators,
@@ -162,21 +193,100 @@ impl AppState {
     }
 
     pub fn blueprints(&self) -> &Arc<dyn BlueprintStore> {
-        &self.inner.blueprints
+        &self.inner.stores.blueprints
     }
 
     pub fn outputs(&self) -> &Arc<dyn OutputStore> {
-        &self.inner.outputs
+        &self.inner.stores.outputs
     }
 
-    /// Kind of the Blueprint store (`memory`).
+    /// The enhance issue queue (routes: next issue).
+    pub fn issues(&self) -> &Arc<dyn IssueStore> {
+        &self.inner.stores.issues
+    }
+
+    /// Enhance settings (routes: next issue).
+    pub fn enhance_settings(&self) -> &Arc<dyn EnhanceSettingStore> {
+        &self.inner.stores.settings
+    }
+
+    /// The enhance outcome log (routes: next issue).
+    pub fn enhance_log(&self) -> &Arc<dyn EnhanceLogStore> {
+        &self.inner.stores.log
+    }
+
+    /// Atomic finish of an enhance issue over the stores above.
+    pub fn enhance_ledger(&self) -> &Arc<dyn EnhanceLedger> {
+        &self.inner.stores.ledger
+    }
+
+    /// The database behind the stores (`None` with in-memory storage).
+    pub fn database(&self) -> Option<&Database> {
+        self.inner.stores.database.as_ref()
+    }
+
+    /// Kind of the stores: `sqlite` or `memory`.
+    pub fn storage(&self) -> Storage {
+        if self.inner.stores.database.is_some() {
+            Storage::Sqlite
+        } else {
+            Storage::Memory
+        }
+    }
+
+    /// `sqlite <path>` or `memory` (startup log line).
+    pub fn storage_description(&self) -> String {
+        match self.database().and_then(Database::path) {
+            Some(p) => format!("sqlite {}", p.display()),
+            None => "memory".to_string(),
+        }
+    }
+
+    /// Kind of the Blueprint store (`sqlite` or `memory`).
     pub fn blueprint_store_kind(&self) -> &'static str {
-        "memory"
+        self.storage().as_str()
     }
 
-    /// Kind of the output store (`memory`).
+    /// Kind of the output store (`sqlite` or `memory`).
     pub fn output_store_kind(&self) -> &'static str {
-        "memory"
+        self.storage().as_str()
+    }
+
+    /// Resolve a stored Blueprint for a run (`POST /v1/tasks` by id): heads and
+    /// fixed versions come from the resolution cache when fresh (see `cache.rs`).
+    pub async fn resolve(
+        &self,
+        id: &str,
+        selector: &VersionSelector,
+    ) -> Result<StoredBlueprint, StoreError> {
+        mse_store::validate_blueprint_id(id)?;
+        self.inner
+            .stores
+            .resolve_cache
+            .resolve(self.blueprints().as_ref(), id, selector)
+            .await
+    }
+
+    /// The compiled form of a stored Blueprint version, compiled at most once while
+    /// it stays in the cache (see [`CompiledCache`]).
+    pub fn compiled(
+        &self,
+        version: BlueprintVersion,
+        bp: &Arc<Blueprint>,
+    ) -> Result<Arc<CompiledBlueprint>, CompileError> {
+        self.inner
+            .compiled
+            .get_or_compile(version, bp, &self.inner.launcher)
+    }
+
+    /// Entries in the resolution cache (heads and fixed versions).
+    pub fn resolve_cache_len(&self) -> usize {
+        self.inner.stores.resolve_cache.len()
+    }
+
+    /// Entries in the compiled-Blueprint cache.
+    pub fn compiled_cache_len(&self) -> usize {
+        self.inner.compiled.len()
     }
 
     pub(crate) fn sessions(&self) -> &SessionMap {
@@ -204,6 +314,193 @@ impl AppState {
 
     pub(crate) fn set_local_addr(&self, addr: SocketAddr) {
         let _ = self.inner.local_addr.set(addr);
+    }
+}
+
+/// The stores a server runs on, all on one database (or all in memory).
+struct Stores {
+    blueprints: Arc<dyn BlueprintStore>,
+    outputs: Arc<dyn OutputStore>,
+    issues: Arc<dyn IssueStore>,
+    settings: Arc<dyn EnhanceSettingStore>,
+    log: Arc<dyn EnhanceLogStore>,
+    ledger: Arc<dyn EnhanceLedger>,
+    database: Option<Database>,
+    /// Cleared by every write through `blueprints` and `ledger`.
+    resolve_cache: Arc<ResolveCache>,
+}
+
+impl Stores {
+    /// Route every Blueprint write (direct or through the ledger) past the
+    /// resolution cache.
+    fn with_cache(mut self) -> Self {
+        let cache = self.resolve_cache.clone();
+        self.blueprints = Arc::new(InvalidatingStore {
+            inner: self.blueprints,
+            cache: cache.clone(),
+        });
+        self.ledger = Arc::new(InvalidatingLedger {
+            inner: self.ledger,
+            cache,
+        });
+        self
+    }
+}
+
+async fn open_stores(cfg: &ServerConfig) -> Result<Stores, ServerError> {
+    let max_outputs = cfg.limits.max_output_records.max(1);
+    let Some(path) = cfg.database_path() else {
+        let blueprints = Arc::new(MemoryBlueprintStore::new());
+        let issues = Arc::new(MemoryIssueStore::new());
+        let log = Arc::new(MemoryEnhanceLogStore::new());
+        // The ledger works on the very stores the routes see.
+        let ledger = Arc::new(MemoryLedger::new(
+            blueprints.clone(),
+            issues.clone(),
+            log.clone(),
+        ));
+        return Ok(Stores {
+            blueprints,
+            outputs: Arc::new(MemoryOutputStore::new(max_outputs)),
+            issues,
+            settings: Arc::new(MemoryEnhanceSettingStore::new()),
+            log,
+            ledger,
+            database: None,
+            resolve_cache: Arc::default(),
+        }
+        .with_cache());
+    };
+    let db = open_database(&path).await?;
+    Ok(Stores {
+        blueprints: Arc::new(SqliteBlueprintStore::new(db.clone())),
+        outputs: Arc::new(SqliteOutputStore::new(db.clone(), max_outputs)),
+        issues: Arc::new(SqliteIssueStore::new(db.clone())),
+        settings: Arc::new(SqliteEnhanceSettingStore::new(db.clone())),
+        log: Arc::new(SqliteEnhanceLogStore::new(db.clone())),
+        ledger: Arc::new(SqliteLedger::new(db.clone())),
+        database: Some(db),
+        resolve_cache: Arc::default(),
+    }
+    .with_cache())
+}
+
+/// Open the database (creating its directory if needed), apply the migrations and
+/// make sure it can be written: a read-only or locked file is reported now, not at
+/// the first write.
+pub async fn open_database(path: &Path) -> Result<Database, ServerError> {
+    let fail = |detail: String| {
+        ServerError::Storage(format!(
+            "cannot use the database {}: {detail}",
+            path.display()
+        ))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(format!("cannot create its directory: {e}")))?;
+    }
+    let owned: PathBuf = path.to_path_buf();
+    let db = tokio::task::spawn_blocking(move || Database::open(&owned))
+        .await
+        .map_err(|e| fail(format!("open task failed: {e}")))?
+        .map_err(|e| fail(storage_detail(e, path)))?;
+    db.call(|c| {
+        // SQLite silently opens a write-protected file read-only.
+        if c.is_readonly(rusqlite::MAIN_DB)
+            .map_err(mse_store::sqlite::map_error)?
+        {
+            return Err(StoreError::Unavailable(
+                "database is read-only: the file cannot be opened for writing".into(),
+            ));
+        }
+        // Taking the write lock reports a database another process holds locked.
+        c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            .map_err(mse_store::sqlite::map_error)
+    })
+    .await
+    .map_err(|e| fail(storage_detail(e, path)))?;
+    Ok(db)
+}
+
+/// A store error's text without the path the message already starts with, plus a
+/// hint at the usual cause.
+fn storage_detail(e: StoreError, path: &Path) -> String {
+    let text = match e {
+        StoreError::Unavailable(m) => m,
+        other => other.to_string(),
+    };
+    let p = path.display().to_string();
+    let mut detail = text
+        .strip_prefix(&format!("cannot open {p}: "))
+        .or_else(|| text.strip_prefix(&format!("{p}: ")))
+        .unwrap_or(&text)
+        .to_string();
+    // `database is locked: database is locked` (category and SQLite's own text).
+    if let Some((a, b)) = detail.split_once(": ") {
+        if a == b {
+            detail = a.to_string();
+        }
+    }
+    let hint = if detail.contains("read-only") || detail.contains("readonly") {
+        " (check the permissions of the file and of its directory)"
+    } else if detail.contains("locked") || detail.contains("busy") {
+        " (is another process, e.g. a second mse serve, using this data directory?)"
+    } else if detail.contains("corrupt") || detail.contains("not a database") {
+        " (restore it from a backup, or move it away to start with an empty database)"
+    } else {
+        ""
+    };
+    format!("{detail}{hint}")
+}
+
+/// Compiled stored Blueprints keyed by version, so `POST /v1/tasks` by id compiles a
+/// version once instead of on every run. Bounded: when full, it is cleared (the
+/// next runs recompile what they use). Blueprints with `operator` agents are never
+/// cached: compiling binds the operator backends registered at that moment.
+pub(crate) struct CompiledCache {
+    map: Mutex<HashMap<BlueprintVersion, Arc<CompiledBlueprint>>>,
+    capacity: usize,
+}
+
+/// Entries of the compiled-Blueprint cache.
+pub const COMPILED_CACHE_ENTRIES: usize = 256;
+
+impl CompiledCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Whether a compiled `bp` may be reused by later runs.
+    pub fn cacheable(bp: &Blueprint) -> bool {
+        !bp.agents.iter().any(|a| a.kind == AgentKind::Operator)
+    }
+
+    pub fn get_or_compile(
+        &self,
+        version: BlueprintVersion,
+        bp: &Arc<Blueprint>,
+        launcher: &Launcher,
+    ) -> Result<Arc<CompiledBlueprint>, CompileError> {
+        if let Some(hit) = self.map.lock().get(&version) {
+            return Ok(hit.clone());
+        }
+        // Compiling happens outside the lock.
+        let compiled = Arc::new(launcher.compile(bp)?);
+        if Self::cacheable(bp) {
+            let mut map = self.map.lock();
+            if map.len() >= self.capacity {
+                map.clear();
+            }
+            map.insert(version, compiled.clone());
+        }
+        Ok(compiled)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
     }
 }
 

@@ -1,5 +1,6 @@
 //! `GET /v1/healthz` (liveness) and `GET /v1/doctor` (configuration snapshot with
-//! secrets redacted, engine counts, registered Blueprint ids).
+//! secrets redacted, engine counts, registered Blueprint ids, the database's path,
+//! size and schema version).
 
 use crate::state::AppState;
 use axum::extract::State;
@@ -32,6 +33,23 @@ pub async fn doctor(State(state): State<AppState>) -> Json<Value> {
     };
     ids.sort();
     let output_count = state.outputs().count().await.ok();
+    let database = match state.database() {
+        Some(db) => {
+            let db = db.clone();
+            // Both touch the file system / the connection: off the async workers.
+            let (size, schema) =
+                tokio::task::spawn_blocking(move || (db.size_bytes(), db.schema_version()))
+                    .await
+                    .unwrap_or((0, 0));
+            json!({
+                "path": state.database().and_then(|d| d.path()).map(|p| p.display().to_string()),
+                "size_bytes": size,
+                "schema_version": schema,
+            })
+        }
+        None => Value::Null,
+    };
+    let storage = state.storage().as_str();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "bind": state.local_addr().to_string(),
@@ -40,13 +58,23 @@ pub async fn doctor(State(state): State<AppState>) -> Json<Value> {
         "admin_token": cfg.admin_token.as_ref().map(|_| "<redacted>"),
         "allow_subprocess": cfg.allow_subprocess,
         "shutdown_grace_ms": ms(cfg.shutdown_grace),
-        "blueprint_backend": "in_memory",
+        "blueprint_backend": if storage == "sqlite" { "sqlite" } else { "in_memory" },
         "blueprint_store_root": null,
-        "blueprint_ref_base": null,
+        "blueprint_ref_base": cfg.blueprint_ref_base.as_ref().map(|p| p.display().to_string()),
+        "default_agent_kind": cfg.default_agent_kind.map(|k| k.as_str()),
         "enhance_flow_enabled": false,
+        "storage": storage,
+        "database": database,
         "stores": {
             "blueprints": state.blueprint_store_kind(),
             "outputs": state.output_store_kind(),
+            "issues": storage,
+            "enhance_settings": storage,
+            "enhance_log": storage,
+        },
+        "caches": {
+            "compiled_blueprints": state.compiled_cache_len(),
+            "resolved_blueprints": state.resolve_cache_len(),
         },
         "seed_blueprint_id": cfg.seed_blueprint_id,
         "registered_blueprint_count": ids.len(),
@@ -69,6 +97,7 @@ pub async fn doctor(State(state): State<AppState>) -> Json<Value> {
             "operator_ping_interval_ms": ms(l.operator_ping_interval),
             "task_retention_ms": ms(l.task_retention),
             "max_retained_tasks": l.max_retained_tasks,
+            "max_output_records": l.max_output_records,
         },
         "engine": state.engine().stats(),
         "sessions": state.sessions().len(),

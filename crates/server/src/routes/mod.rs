@@ -1,5 +1,6 @@
 //! Handlers, one module per route family of http-api.md §2.
 
+pub mod blueprints;
 pub mod data;
 pub mod health;
 pub mod operators;

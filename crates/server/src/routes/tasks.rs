@@ -2,10 +2,14 @@
 //!
 //! Processing order (http-api.md §5.2, decision-3 statuses): body (415/413/400/422)
 //! → `operator_sid` must name a registered operator backend (400) → operator kinds
-//! (400) → resolve the Blueprint once (§14.17; 400/404/409) → TTL cascade
+//! (400) → resolve the Blueprint once (§14.17; 400 invalid id, malformed hex or
+//! semver requirement, 404 unknown id/version/no semver match, 409 archived, 503
+//! store unavailable) → TTL cascade
 //! (body `ttl_secs` > `metadata.default_run_ttl_secs` > 1800 s, capped at
 //! `limits.max_run_ttl`; the capped value is reported) → compile and run
-//! (`run: launch: ...`, 400; 429 when too many runs).
+//! (`run: launch: ...`, 400; 429 when too many runs). Runs by id resolve through
+//! the resolution cache (`AppState::resolve`) and reuse the compiled form of a
+//! version (`AppState::compiled`).
 //!
 //! The body is parsed once into typed structs (the inline Blueprint included) and
 //! the run is wrapped in a `run` span so its logs carry the Blueprint and TTL.
@@ -16,7 +20,7 @@ use crate::extract::JsonBody;
 use crate::state::{AppState, SERVER_DEFAULT_TTL_SECS};
 use axum::extract::State;
 use axum::Json;
-use mse_blueprint::{Blueprint, BlueprintVersion, RunRequest};
+use mse_blueprint::{Blueprint, BlueprintVersion, LaunchError, RunRequest};
 use mse_engine::OperatorKind;
 use mse_store::VersionSelector;
 use serde::{Deserialize, Serialize};
@@ -117,7 +121,6 @@ async fn resolve(
                 r.id.ok_or_else(|| unprocessable("blueprint: kind 'id' requires `id`"))?;
             let selector = r.version.unwrap_or_default();
             let stored = state
-                .blueprints()
                 .resolve(&id, &selector)
                 .await
                 .map_err(|e| ApiError::store("bp resolve", e))?;
@@ -174,12 +177,21 @@ pub async fn run(
         version = bound_version.as_deref().unwrap_or("inline"),
         ttl_secs = ttl,
     );
-    let outcome = state
-        .launcher()
-        .run(&bp, request)
-        .instrument(span)
-        .await
-        .map_err(ApiError::launch)?;
+    let outcome = match version {
+        // Stored versions are compiled once and reused (state.compiled).
+        Some(v) => {
+            let compiled = state
+                .compiled(v, &bp)
+                .map_err(|e| ApiError::launch(LaunchError::Compile(e)))?;
+            state
+                .launcher()
+                .run_compiled(&compiled, request)
+                .instrument(span)
+                .await
+        }
+        None => state.launcher().run(&bp, request).instrument(span).await,
+    }
+    .map_err(ApiError::launch)?;
     Ok(Json(TaskReply {
         final_ctx: outcome.final_ctx,
         bound_version,

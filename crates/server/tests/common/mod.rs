@@ -18,6 +18,16 @@ pub struct TestServer {
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), ServerError>>>,
+    /// A data dir this harness created (SQLite servers), removed on drop.
+    owned_dir: Option<std::path::PathBuf>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(dir) = self.owned_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 fn temp_dir() -> std::path::PathBuf {
@@ -31,6 +41,24 @@ fn temp_dir() -> std::path::PathBuf {
 
 pub async fn start() -> TestServer {
     start_with(|_| {}).await
+}
+
+/// A server on SQLite storage in a fresh data dir (removed when it is dropped).
+pub async fn start_sqlite() -> TestServer {
+    start_sqlite_with(|_| {}).await
+}
+
+pub async fn start_sqlite_with(f: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let dir = temp_dir();
+    let owned = dir.clone();
+    let mut s = start_with(move |c| {
+        c.data_dir = dir;
+        c.storage = mse_server::Storage::Sqlite;
+        f(c);
+    })
+    .await;
+    s.owned_dir = Some(owned);
+    s
 }
 
 pub async fn start_with(f: impl FnOnce(&mut ServerConfig)) -> TestServer {
@@ -49,6 +77,7 @@ pub async fn start_with(f: impl FnOnce(&mut ServerConfig)) -> TestServer {
         client: reqwest::Client::new(),
         shutdown: Some(tx),
         handle: Some(handle),
+        owned_dir: None,
     }
 }
 
