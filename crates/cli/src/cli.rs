@@ -110,6 +110,14 @@ pub struct ServeArgs {
     #[arg(long, action = ArgAction::SetTrue, help_heading = "Security")]
     pub allow_subprocess: bool,
 
+    /// Do not run the enhance consumer (issues then stay pending)
+    #[arg(long, action = ArgAction::SetTrue, help_heading = "Enhance")]
+    pub no_enhance: bool,
+
+    /// Idle poll interval of the enhance consumer, in milliseconds
+    #[arg(long, value_name = "MS", help_heading = "Enhance")]
+    pub enhance_interval_ms: Option<u64>,
+
     /// Id of the Blueprint seeded at boot
     #[arg(long, value_name = "ID", help_heading = "Server")]
     pub seed_blueprint_id: Option<String>,
@@ -233,6 +241,9 @@ impl ServeArgs {
             admin_token: parse::<AdminToken>("admin_token", &self.admin_token)?,
             // The flag can only switch subprocess agents on.
             allow_subprocess: self.allow_subprocess.then_some(true),
+            // The flag can only switch the consumer off.
+            no_enhance: self.no_enhance.then_some(true),
+            enhance_interval_ms: self.enhance_interval_ms,
             seed_blueprint_id: parse::<Ident>("seed_blueprint_id", &self.seed_blueprint_id)?,
             log_format: self.log_format,
             max_body_bytes: self.max_body_bytes,

@@ -314,6 +314,8 @@ options! {
     token_secret: Secret,
     admin_token: AdminToken,
     allow_subprocess: bool,
+    no_enhance: bool,
+    enhance_interval_ms: u64,
     seed_blueprint_id: Ident,
     log_format: LogFormat,
     max_body_bytes: usize,
@@ -511,6 +513,9 @@ pub struct Settings {
     pub token_secret: Option<Secret>,
     pub admin_token: Option<AdminToken>,
     pub allow_subprocess: bool,
+    /// Run the enhance consumer (`--no-enhance` turns it off).
+    pub enhance: bool,
+    pub enhance_interval: Duration,
     pub seed_blueprint_id: String,
     pub log_format: LogFormat,
     pub limits: Limits,
@@ -586,6 +591,8 @@ pub fn merge(
         token_secret: o.token_secret,
         admin_token: o.admin_token,
         allow_subprocess: o.allow_subprocess.unwrap_or(false),
+        enhance: !o.no_enhance.unwrap_or(false),
+        enhance_interval: Duration::from_millis(o.enhance_interval_ms.unwrap_or(100).max(1)),
         seed_blueprint_id: o
             .seed_blueprint_id
             .map_or_else(|| DEFAULT_SEED_BLUEPRINT_ID.to_string(), |i| i.0),
@@ -647,6 +654,8 @@ pub fn default_display(key: &str) -> Option<String> {
         }
         "admin_token" => "none (admin routes open, like the reference)".into(),
         "allow_subprocess" => "false".into(),
+        "no_enhance" => "false (the enhance consumer runs)".into(),
+        "enhance_interval_ms" => "100".into(),
         "seed_blueprint_id" => DEFAULT_SEED_BLUEPRINT_ID.into(),
         "log_format" => "text".into(),
         "max_body_bytes" => l.max_body_bytes.to_string(),
@@ -683,6 +692,8 @@ pub fn server_config(s: &Settings, data_dir: PathBuf, token_secret: Vec<u8>) -> 
     cfg.token_secret = token_secret;
     cfg.admin_token = s.admin_token.as_ref().map(|t| t.0.clone());
     cfg.allow_subprocess = s.allow_subprocess;
+    cfg.enhance_enabled = s.enhance;
+    cfg.enhance_interval = s.enhance_interval;
     cfg.limits = s.limits.clone();
     cfg.shutdown_grace = s.shutdown_grace;
     cfg.seed_blueprint_id = s.seed_blueprint_id.clone();
@@ -716,7 +727,7 @@ mod tests {
 
     #[test]
     fn keys_cover_flags_and_env_names() {
-        assert_eq!(Options::KEYS.len(), 30);
+        assert_eq!(Options::KEYS.len(), 32);
         assert_eq!(env_var("max_body_bytes"), "MSE_MAX_BODY_BYTES");
         assert_eq!(flag("max_body_bytes"), "--max-body-bytes");
         for k in Options::KEYS {

@@ -32,6 +32,8 @@ const FLAGS: &[&str] = &[
     "operator-idle-ttl-secs",
     "operator-ping-interval-secs",
     "public-base-url",
+    "no-enhance",
+    "enhance-interval-ms",
 ];
 
 fn help(args: &[&str]) -> String {

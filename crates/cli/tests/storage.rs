@@ -159,7 +159,14 @@ async fn everything_committed_survives_sigkill() {
     let (status, _) = get(&base, "/v1/blueprints/old/head").await;
     assert_eq!(status, 409, "still archived");
     let (_, list) = get(&base, "/v1/blueprints").await;
-    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    // `enhance-default` is the bundled enhance Blueprint the consumer seeds.
+    assert_eq!(ids, ["enhance-default", "main", "old", "review"], "{list}");
 
     // Run stored versions: fixed and by semver requirement.
     let v = run_by_id(

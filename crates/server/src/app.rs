@@ -5,7 +5,7 @@
 //! any header).
 
 use crate::error::{error_body, ApiError};
-use crate::routes::{blueprints, data, health, operators, sessions, tasks, worker};
+use crate::routes::{blueprints, data, enhance, health, operators, sessions, tasks, worker};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode, Uri};
@@ -38,6 +38,23 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/worker/submit", post(worker::submit))
         .route("/v1/data/emit", post(data::emit))
         .route("/v1/data/{key}", post(data::emit_named).get(data::get))
+        .route(
+            "/v1/issues",
+            post(enhance::create_issue).get(enhance::list_issues),
+        )
+        .route("/v1/issues/{id}", get(enhance::get_issue))
+        .route(
+            "/v1/enhance-settings",
+            get(enhance::list_settings).post(enhance::create_setting),
+        )
+        .route(
+            "/v1/enhance-settings/{id}",
+            get(enhance::get_setting)
+                .put(enhance::put_setting)
+                .delete(enhance::delete_setting),
+        )
+        .route("/v1/enhance/log", get(enhance::list_log))
+        .route("/v1/enhance/log/{issue_id}", get(enhance::get_log))
         .route("/v1/blueprints", get(blueprints::list))
         .route(
             "/v1/blueprints/{id}",

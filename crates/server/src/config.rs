@@ -48,6 +48,11 @@ impl std::fmt::Display for Storage {
 /// Resolved server configuration.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
+    /// Run the enhance consumer (seeds `enhance-default` and setting `default`,
+    /// re-queues interrupted issues, then processes issues one at a time).
+    pub enhance_enabled: bool,
+    /// Idle poll interval of the enhance consumer.
+    pub enhance_interval: Duration,
     pub bind: SocketAddr,
     /// Where persistent state lives (token secret, the SQLite database).
     pub data_dir: PathBuf,
@@ -153,6 +158,8 @@ impl ServerConfig {
         let mut secret = vec![0u8; 32];
         mse_engine::ids::random_bytes(&mut secret);
         Self {
+            enhance_enabled: false,
+            enhance_interval: Duration::from_millis(100),
             bind: "127.0.0.1:0".parse().expect("valid address"),
             data_dir,
             storage: Storage::Memory,

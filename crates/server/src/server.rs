@@ -22,6 +22,8 @@ pub struct Bound {
     sweeper: JoinHandle<()>,
     /// Reaps idle operator sessions (`None` when `operator_idle_ttl` is zero).
     reaper: Option<JoinHandle<()>>,
+    /// The enhance consumer, started by `run` (`None` when disabled).
+    enhance: Option<std::sync::Arc<mse_enhance::EnhanceConsumer>>,
 }
 
 /// Bind the listener, build the state (engine, layers, factories, launcher,
@@ -39,6 +41,17 @@ pub async fn bind(cfg: ServerConfig) -> Result<Bound, ServerError> {
     let state = AppState::build_at(cfg, local_addr).await?;
     state.set_local_addr(local_addr);
     let sweeper = state.engine().start_sweeper();
+    let enhance = if state.config().enhance_enabled {
+        let consumer = std::sync::Arc::new(state.enhance_consumer());
+        let report = consumer
+            .startup()
+            .await
+            .map_err(|e| ServerError::Config(format!("enhance startup: {e}")))?;
+        tracing::info!("enhance: {report}");
+        Some(consumer)
+    } else {
+        None
+    };
     let reaper = (!state.config().limits.operator_idle_ttl.is_zero())
         .then(|| state.operators().start_reaper());
     Ok(Bound {
@@ -47,6 +60,7 @@ pub async fn bind(cfg: ServerConfig) -> Result<Bound, ServerError> {
         state,
         sweeper,
         reaper,
+        enhance,
     })
 }
 
@@ -101,8 +115,13 @@ impl Bound {
             state,
             sweeper,
             reaper,
+            enhance,
             ..
         } = self;
+        let consumer = enhance.map(|c| {
+            let stop = state.shutdown_token().clone();
+            tokio::spawn(async move { c.run(async move { stop.cancelled().await }).await })
+        });
         let grace = state.config().shutdown_grace;
         let sockets = state.shutdown_token().clone();
         let app = crate::app::router(state);
@@ -134,6 +153,10 @@ impl Bound {
             }
         };
         sweeper.abort();
+        if let Some(consumer) = consumer {
+            // The consumer saw the shutdown token; an interrupted issue is re-queued at the next start.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), consumer).await;
+        }
         if let Some(reaper) = reaper {
             reaper.abort();
         }

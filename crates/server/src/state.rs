@@ -136,8 +136,17 @@ impl AppState {
                 ..SubprocessConfig::default()
             })
         });
-        let factories =
-            SpawnerFactories::standard(&engine, RustFnRegistry::default(), lua, subprocess);
+        let rust_fns = RustFnRegistry::default();
+        let factories = SpawnerFactories::standard(&engine, rust_fns.clone(), lua, subprocess);
+        // The enhance pipeline's steps; its `compile` axis uses these very factories.
+        let compile_with = factories.clone();
+        let compile_check: mse_enhance::CompileCheck =
+            Arc::new(move |bp: &mse_blueprint::Blueprint| {
+                mse_blueprint::compile(&Arc::new(bp.clone()), &compile_with)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+        mse_enhance::register(&rust_fns, Some(compile_check));
         let launcher = Launcher::new(
             engine.clone(),
             factories,
@@ -218,6 +227,26 @@ impl AppState {
     /// Atomic finish of an enhance issue over the stores above.
     pub fn enhance_ledger(&self) -> &Arc<dyn EnhanceLedger> {
         &self.inner.stores.ledger
+    }
+
+    /// The enhance consumer over this state's stores and launcher.
+    pub fn enhance_consumer(&self) -> mse_enhance::EnhanceConsumer {
+        let cfg = self.config();
+        mse_enhance::EnhanceConsumer::new(
+            mse_enhance::EnhanceStores {
+                blueprints: self.blueprints().clone(),
+                issues: self.issues().clone(),
+                settings: self.enhance_settings().clone(),
+                log: self.enhance_log().clone(),
+                ledger: self.enhance_ledger().clone(),
+            },
+            self.launcher().clone(),
+            mse_enhance::ConsumerConfig {
+                interval: cfg.enhance_interval,
+                allow_subprocess_spawner: cfg.allow_subprocess,
+                ..mse_enhance::ConsumerConfig::default()
+            },
+        )
     }
 
     /// The database behind the stores (`None` with in-memory storage).

@@ -2,6 +2,7 @@
 
 pub mod blueprints;
 pub mod data;
+pub mod enhance;
 pub mod health;
 pub mod operators;
 pub mod sessions;
