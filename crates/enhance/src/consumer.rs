@@ -28,7 +28,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mse_blueprint::{Blueprint, Launcher, RunRequest};
+use mse_blueprint::{AgentKind, Blueprint, Launcher, RunRequest};
 use mse_store::{
     BlueprintStore, EnhanceLedger, EnhanceLogEntry, EnhanceLogStore, EnhanceSettingStore,
     IssueRecord, IssueStatus, IssueStore, StoreError, StoredBlueprint,
@@ -67,6 +67,12 @@ pub struct ConsumerConfig {
     /// Whether a setting's `meta.patch_spawner` may replace the patch spawner with a
     /// subprocess (default false; the server passes `--allow-subprocess`).
     pub allow_subprocess_spawner: bool,
+    /// Whether a run waits (within the setting's TTL) for the orchestrator's
+    /// operator roles to be registered before it is launched (default false: an
+    /// unregistered role rejects the issue at once). The server turns it on: role
+    /// claims live in memory, so after a restart no operator can be connected yet
+    /// when the re-queued issues are taken.
+    pub wait_for_operators: bool,
 }
 
 impl Default for ConsumerConfig {
@@ -77,6 +83,7 @@ impl Default for ConsumerConfig {
             interval: Duration::from_millis(100),
             max_attempts: 3,
             allow_subprocess_spawner: false,
+            wait_for_operators: false,
         }
     }
 }
@@ -297,7 +304,11 @@ impl EnhanceConsumer {
                 return Err(e);
             }
         };
-        let mut req = RunRequest::new(prepared.init_ctx, prepared.ttl);
+        let mut ttl = prepared.ttl;
+        if self.cfg.wait_for_operators {
+            ttl = ttl.saturating_sub(self.wait_for_operators(&prepared.orchestrator, ttl).await);
+        }
+        let mut req = RunRequest::new(prepared.init_ctx, ttl);
         req.operator_id = self.cfg.operator_id.clone();
         let final_ctx = match self.launcher.run(&prepared.orchestrator, req).await {
             Ok(out) => out.final_ctx,
@@ -335,6 +346,35 @@ impl EnhanceConsumer {
                 .await
             }
         }
+    }
+
+    /// Wait (polling every `interval`, at most `within`) until every `operator`
+    /// agent's `operator_ref` of `bp` has a registered operator backend; returns the
+    /// time waited. On timeout the launch reports the missing role.
+    async fn wait_for_operators(&self, bp: &Blueprint, within: Duration) -> Duration {
+        let refs: Vec<&str> = bp
+            .agents
+            .iter()
+            .filter(|a| a.kind == AgentKind::Operator)
+            .filter_map(|a| a.spec.get("operator_ref").and_then(Value::as_str))
+            .collect();
+        let registries = self.launcher.engine().registries();
+        let ready = || {
+            refs.iter()
+                .all(|r| registries.operator_backend(r).is_some())
+        };
+        if ready() {
+            return Duration::ZERO;
+        }
+        let started = tokio::time::Instant::now();
+        while !ready() {
+            let waited = started.elapsed();
+            if waited >= within {
+                break;
+            }
+            tokio::time::sleep(self.cfg.interval.min(within - waited)).await;
+        }
+        started.elapsed()
     }
 
     /// Step 1–3: setting, orchestrator (with the optional spawner override), target

@@ -244,6 +244,7 @@ impl AppState {
             mse_enhance::ConsumerConfig {
                 interval: cfg.enhance_interval,
                 allow_subprocess_spawner: cfg.allow_subprocess,
+                wait_for_operators: true,
                 ..mse_enhance::ConsumerConfig::default()
             },
         )
