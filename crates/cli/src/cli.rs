@@ -186,6 +186,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", help_heading = "Operators")]
     pub operator_ping_interval_secs: Option<u64>,
 
+    /// How long a client may take to send a request's headers, seconds
+    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    pub header_read_timeout_secs: Option<u64>,
+
     /// Base URL named in operator spawn directives (e.g. https://mse.example.org)
     #[arg(long, value_name = "URL", help_heading = "Operators")]
     pub public_base_url: Option<String>,
@@ -261,6 +265,7 @@ impl ServeArgs {
             operator_reconnect_grace_secs: self.operator_reconnect_grace_secs,
             operator_idle_ttl_secs: self.operator_idle_ttl_secs,
             operator_ping_interval_secs: self.operator_ping_interval_secs,
+            header_read_timeout_secs: self.header_read_timeout_secs,
             public_base_url: parse::<BaseUrl>("public_base_url", &self.public_base_url)?,
             task_retention_secs: self.task_retention_secs,
             max_retained_tasks: self.max_retained_tasks,

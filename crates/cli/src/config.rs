@@ -333,6 +333,7 @@ options! {
     operator_reconnect_grace_secs: u64,
     operator_idle_ttl_secs: u64,
     operator_ping_interval_secs: u64,
+    header_read_timeout_secs: u64,
     public_base_url: BaseUrl,
     task_retention_secs: u64,
     max_retained_tasks: usize,
@@ -577,6 +578,10 @@ pub fn merge(
         operator_ping_interval = operator_ping_interval_secs,
         Duration::from_secs
     );
+    set!(
+        header_read_timeout = header_read_timeout_secs,
+        Duration::from_secs
+    );
     set!(task_retention = task_retention_secs, Duration::from_secs);
     set!(max_retained_tasks = max_retained_tasks);
     set!(max_output_records = max_output_records);
@@ -676,6 +681,7 @@ pub fn default_display(key: &str) -> Option<String> {
             format!("{} (0 = no pings)", secs(l.operator_ping_interval))
         }
         "public_base_url" => "http:// + the bound address".into(),
+        "header_read_timeout_secs" => secs(l.header_read_timeout),
         "task_retention_secs" => secs(l.task_retention),
         "max_retained_tasks" => l.max_retained_tasks.to_string(),
         "max_output_records" => l.max_output_records.to_string(),
@@ -727,7 +733,7 @@ mod tests {
 
     #[test]
     fn keys_cover_flags_and_env_names() {
-        assert_eq!(Options::KEYS.len(), 32);
+        assert_eq!(Options::KEYS.len(), 33);
         assert_eq!(env_var("max_body_bytes"), "MSE_MAX_BODY_BYTES");
         assert_eq!(flag("max_body_bytes"), "--max-body-bytes");
         for k in Options::KEYS {

@@ -34,6 +34,7 @@ const FLAGS: &[&str] = &[
     "public-base-url",
     "no-enhance",
     "enhance-interval-ms",
+    "header-read-timeout-secs",
 ];
 
 fn help(args: &[&str]) -> String {

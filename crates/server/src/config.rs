@@ -117,6 +117,9 @@ pub struct Limits {
     /// WebSocket ping period on operator sockets; a peer silent for two periods is
     /// disconnected (default 30 s; zero disables pings).
     pub operator_ping_interval: Duration,
+    /// How long a client may take to send a request's headers (default 30 s); a
+    /// slow or stalled client loses its connection.
+    pub header_read_timeout: Duration,
     /// Retention of finished tasks (default 300 s).
     pub task_retention: Duration,
     /// Retained finished tasks at most (default 100 000).
@@ -143,6 +146,7 @@ impl Default for Limits {
             operator_reconnect_grace: Duration::from_secs(30),
             operator_idle_ttl: Duration::from_secs(24 * 3600),
             operator_ping_interval: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
             task_retention: Duration::from_secs(300),
             max_retained_tasks: 100_000,
             max_output_records: mse_store::memory::DEFAULT_MAX_OUTPUT_RECORDS,

@@ -8,9 +8,13 @@
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::state::AppState;
-use axum::serve::ListenerExt;
-use std::future::{Future, IntoFuture};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -123,35 +127,16 @@ impl Bound {
             tokio::spawn(async move { c.run(async move { stop.cancelled().await }).await })
         });
         let grace = state.config().shutdown_grace;
+        // A slow or stalled client (slowloris) loses its connection instead of holding it.
+        let header_read_timeout = state.config().limits.header_read_timeout;
         let sockets = state.shutdown_token().clone();
         let app = crate::app::router(state);
-        let listener = listener.tap_io(|tcp| {
-            // Small responses go out at once instead of waiting for an ACK.
-            let _ = tcp.set_nodelay(true);
-        });
-        let (fired_tx, mut fired_rx) = tokio::sync::watch::channel(false);
         let signal = async move {
             shutdown.await;
             tracing::info!("shutdown requested; draining in-flight requests");
             sockets.cancel();
-            let _ = fired_tx.send(true);
         };
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .into_future();
-        let deadline = async move {
-            if fired_rx.wait_for(|fired| *fired).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(grace).await;
-        };
-        let result = tokio::select! {
-            r = serve => r.map_err(ServerError::Io),
-            () = deadline => {
-                tracing::warn!(grace = ?grace, "shutdown grace elapsed; abandoning in-flight requests");
-                Ok(())
-            }
-        };
+        let result = serve_connections(listener, app, signal, grace, header_read_timeout).await;
         sweeper.abort();
         if let Some(consumer) = consumer {
             // The consumer saw the shutdown token; an interrupted issue is re-queued at the next start.
@@ -162,4 +147,56 @@ impl Bound {
         }
         result
     }
+}
+
+/// Accept connections until `signal` resolves, then stop accepting and give the
+/// open connections `grace` to finish their requests.
+async fn serve_connections(
+    listener: TcpListener,
+    app: axum::Router,
+    signal: impl Future<Output = ()>,
+    grace: Duration,
+    header_read_timeout: Duration,
+) -> Result<(), ServerError> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let tcp = match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // Small responses go out at once instead of waiting for an ACK.
+                let _ = tcp.set_nodelay(true);
+                let service = TowerToHyperService::new(app.clone());
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            () = &mut signal => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(grace = ?grace, "shutdown grace elapsed; abandoning in-flight requests");
+        }
+    }
+    Ok(())
 }
