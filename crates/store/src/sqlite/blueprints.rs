@@ -327,81 +327,18 @@ impl BlueprintStore for SqliteBlueprintStore {
         epoch_id: Option<String>,
         patch_hash: Option<String>,
     ) -> Result<(VersionMeta, bool), StoreError> {
-        let id = bp.id.clone();
-        validate_blueprint_id(&id)?;
-        // Hashing and serializing grow with the document: done before the database.
-        let version = BlueprintVersion::of(&bp);
-        let body = serde_json::to_string(&*bp)
-            .map_err(|e| StoreError::Unavailable(format!("cannot serialize blueprint: {e}")))?;
-        let version_label = bp.metadata.version_label.clone();
-        let rationale = rationale.to_owned();
+        validate_blueprint_id(&bp.id)?;
+        let write = VersionWrite::prepare(&bp, rationale.to_owned(), epoch_id, patch_hash)?;
         self.db
             .call(move |conn| {
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(map_error)?;
-                let (archived, head_seq) = id_row(&tx, &id)?.unwrap_or((false, None));
-                if archived {
-                    return Err(StoreError::Archived(id));
+                let written = write_version_in(&tx, write, expected_head)?;
+                if written.1 {
+                    tx.commit().map_err(map_error)?;
                 }
-                let head = match head_seq {
-                    Some(seq) => Some(
-                        meta_at(&tx, seq)?
-                            .ok_or_else(|| corrupt("head", format_args!("id={id} seq={seq}")))?
-                            .parse()?,
-                    ),
-                    None => None,
-                };
-                let head_version = head.as_ref().map(|h| h.version);
-                if let Some(expected) = expected_head {
-                    if expected != head_version {
-                        return Err(StoreError::HeadMoved {
-                            id,
-                            expected: render_head(expected),
-                            actual: render_head(head_version),
-                        });
-                    }
-                }
-                if let Some(head) = head.as_ref() {
-                    if head.version == version {
-                        return Ok((head.clone(), false));
-                    }
-                }
-                // Keep `created_at_ms` non-decreasing along the history even if the
-                // wall clock steps back.
-                let created_at_ms = head
-                    .as_ref()
-                    .map_or_else(now_ms, |h| now_ms().max(h.created_at_ms));
-                let meta = VersionMeta {
-                    version,
-                    parents: head_version.into_iter().collect(),
-                    epoch_id,
-                    rationale,
-                    patch_hash,
-                    created_at_ms,
-                    version_label,
-                };
-                tx.prepare_cached(INSERT_VERSION_SQL)
-                    .map_err(map_error)?
-                    .execute(params![
-                        id,
-                        meta.version.to_hex(),
-                        head_version.map(|v| v.to_hex()),
-                        meta.epoch_id,
-                        meta.rationale,
-                        meta.patch_hash,
-                        meta.created_at_ms,
-                        meta.version_label,
-                        body,
-                    ])
-                    .map_err(map_error)?;
-                let seq = tx.last_insert_rowid();
-                tx.prepare_cached(SET_HEAD_SQL)
-                    .map_err(map_error)?
-                    .execute(params![id, seq])
-                    .map_err(map_error)?;
-                tx.commit().map_err(map_error)?;
-                Ok((meta, true))
+                Ok(written)
             })
             .await
     }
@@ -436,6 +373,118 @@ impl BlueprintStore for SqliteBlueprintStore {
             .map(|(id, archived, meta)| Ok((id, meta.parse()?, archived)))
             .collect()
     }
+}
+
+/// A Blueprint version ready to write: hashed and serialized outside the database
+/// (that work grows with the document).
+pub(crate) struct VersionWrite {
+    id: String,
+    version: BlueprintVersion,
+    body: String,
+    version_label: Option<String>,
+    rationale: String,
+    epoch_id: Option<String>,
+    patch_hash: Option<String>,
+}
+
+impl VersionWrite {
+    pub(crate) fn prepare(
+        bp: &Blueprint,
+        rationale: String,
+        epoch_id: Option<String>,
+        patch_hash: Option<String>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: bp.id.clone(),
+            version: BlueprintVersion::of(bp),
+            body: serde_json::to_string(bp)
+                .map_err(|e| StoreError::Unavailable(format!("cannot serialize blueprint: {e}")))?,
+            version_label: bp.metadata.version_label.clone(),
+            rationale,
+            epoch_id,
+            patch_hash,
+        })
+    }
+}
+
+/// `write_new` inside the caller's transaction (shared with the enhance ledger):
+/// archived and expected-head checks, identical content is a no-op (`false`),
+/// otherwise the version is appended and becomes the head.
+pub(crate) fn write_version_in(
+    conn: &Connection,
+    write: VersionWrite,
+    expected_head: Option<Option<BlueprintVersion>>,
+) -> Result<(VersionMeta, bool), StoreError> {
+    let VersionWrite {
+        id,
+        version,
+        body,
+        version_label,
+        rationale,
+        epoch_id,
+        patch_hash,
+    } = write;
+    let (archived, head_seq) = id_row(conn, &id)?.unwrap_or((false, None));
+    if archived {
+        return Err(StoreError::Archived(id));
+    }
+    let head = match head_seq {
+        Some(seq) => Some(
+            meta_at(conn, seq)?
+                .ok_or_else(|| corrupt("head", format_args!("id={id} seq={seq}")))?
+                .parse()?,
+        ),
+        None => None,
+    };
+    let head_version = head.as_ref().map(|h| h.version);
+    if let Some(expected) = expected_head {
+        if expected != head_version {
+            return Err(StoreError::HeadMoved {
+                id,
+                expected: render_head(expected),
+                actual: render_head(head_version),
+            });
+        }
+    }
+    if let Some(head) = head.as_ref() {
+        if head.version == version {
+            return Ok((head.clone(), false));
+        }
+    }
+    // Keep `created_at_ms` non-decreasing along the history even if the
+    // wall clock steps back.
+    let created_at_ms = head
+        .as_ref()
+        .map_or_else(now_ms, |h| now_ms().max(h.created_at_ms));
+    let meta = VersionMeta {
+        version,
+        parents: head_version.into_iter().collect(),
+        epoch_id,
+        rationale,
+        patch_hash,
+        created_at_ms,
+        version_label,
+    };
+    conn.prepare_cached(INSERT_VERSION_SQL)
+        .map_err(map_error)?
+        .execute(params![
+            id,
+            meta.version.to_hex(),
+            head_version.map(|v| v.to_hex()),
+            meta.epoch_id,
+            meta.rationale,
+            meta.patch_hash,
+            meta.created_at_ms,
+            meta.version_label,
+            body,
+        ])
+        .map_err(map_error)?;
+    let seq = conn.last_insert_rowid();
+    conn.prepare_cached(SET_HEAD_SQL)
+        .map_err(map_error)?
+        .execute(params![id, seq])
+        .map_err(map_error)?;
+    Ok((meta, true))
 }
 
 #[cfg(test)]
