@@ -12,49 +12,14 @@
 
 use axum::routing::post;
 use axum::{Json, Router};
+#[path = "support/load.rs"]
+mod load;
+use load::load;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 
 // As in the `mse` binary.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-async fn load(url: String, body: Value, secs: u64, conns: usize) -> (f64, Duration, Duration) {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(conns)
-        .build()
-        .unwrap();
-    let body = body.to_string();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let (client, url, body) = (client.clone(), url.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let r = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200);
-                r.bytes().await.unwrap();
-                lat.push(t.elapsed());
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all.sort();
-    let rps = all.len() as f64 / secs as f64;
-    (rps, all[all.len() / 2], all[all.len() * 99 / 100])
-}
 
 #[tokio::main]
 async fn main() {
